@@ -1,0 +1,3 @@
+from toon3d.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `toon3d` CLI, one module each."""
