@@ -1,0 +1,203 @@
+"""StyleGAN2 generator with rosinality/stylegan2-pytorch's state-dict layout and forward()."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from toon3d.errors import Toon3dError
+from toon3d.nn.equalized import EqualLinear
+from toon3d.stylegan2.layers import CONV_PATHS, ConstantInput, ModulatedConv2d, PixelNorm, StyledConv, ToRGB
+
+NOISE_MODES = ("const", "random", "none")
+
+
+def stylegan2_channels(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
+    """Feature channels per resolution (rosinality's table, each capped at ``channel_max``)."""
+    base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier,
+            256: 64 * channel_multiplier, 512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
+    return {r: min(c, channel_max) for r, c in base.items() if r <= size}
+
+
+def check_size(size: int, low: int = 16, high: int = 1024) -> int:
+    """Return log2(size) for a power of two in [low, high], else a Toon3dError."""
+    if not isinstance(size, int) or size < low or size > high or size & (size - 1):
+        raise Toon3dError(f"StyleGAN2 size must be a power of 2 between {low} and {high}, got {size!r}")
+    return int(math.log2(size))
+
+
+class Generator(nn.Module):
+    """Mapping network (PixelNorm + n_mlp EqualLinear) and synthesis network (4x4 const -> size)."""
+
+    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01, channel_max: int = 512):
+        super().__init__()
+        self.log_size = check_size(size)
+        self.size = size
+        self.style_dim = style_dim
+        self._config = {"size": size, "style_dim": style_dim, "n_mlp": n_mlp,
+                        "channel_multiplier": channel_multiplier, "blur_kernel": [float(t) for t in blur_kernel],
+                        "lr_mlp": lr_mlp, "channel_max": channel_max}
+        self.style = nn.Sequential(PixelNorm(), *[
+            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
+        self.channels = stylegan2_channels(size, channel_multiplier, channel_max)
+        c4 = self.channels[4]
+        self.input = ConstantInput(c4)
+        self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=blur_kernel)
+        self.to_rgb1 = ToRGB(c4, style_dim, upsample=False)
+        self.num_layers = (self.log_size - 2) * 2 + 1
+        self.n_latent = self.log_size * 2 - 2
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        self.noises = nn.Module()
+        for layer in range(self.num_layers):
+            r = 2 ** ((layer + 5) // 2)
+            self.noises.register_buffer(f"noise_{layer}", torch.randn(1, 1, r, r))
+        in_ch = c4
+        for i in range(3, self.log_size + 1):
+            out_ch = self.channels[2**i]
+            self.convs.append(StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim, blur_kernel=blur_kernel))
+            self.to_rgbs.append(ToRGB(out_ch, style_dim, blur_kernel=blur_kernel))
+            in_ch = out_ch
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as a JSON-serialisable dict (``Generator(**g.config)`` rebuilds it)."""
+        return dict(self._config, blur_kernel=list(self._config["blur_kernel"]))
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Block resolutions 4, 8, ..., size."""
+        return [2**i for i in range(2, self.log_size + 1)]
+
+    def set_conv_path(self, path: str) -> Generator:
+        """Select "fast" (default) or "reference" (grouped-conv formula) for every modulated conv."""
+        if path not in CONV_PATHS:
+            raise ValueError(f"conv path must be one of {CONV_PATHS}, got {path!r}")
+        for m in self.modules():
+            if isinstance(m, ModulatedConv2d):
+                m.path = path
+        return self
+
+    # ---- mapping -------------------------------------------------------------------------
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B,style_dim] ~ N(0,1) -> w [B,style_dim]."""
+        return self.style(z)
+
+    def get_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Reference name for :meth:`mapping`: z [B,style_dim] -> w [B,style_dim]."""
+        return self.style(z)
+
+    @torch.no_grad()
+    def mean_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean of ``mapping`` over n random z (seeded by ``generator``): -> [1,style_dim]."""
+        dev = self.input.input.device
+        z = torch.randn(n, self.style_dim, generator=generator, device=dev)
+        return self.style(z).mean(0, keepdim=True)
+
+    # ---- noise ---------------------------------------------------------------------------
+    def noise_buffers(self) -> list[torch.Tensor]:
+        """The stored per-layer noise maps ``noises.noise_i``: list of [1,1,r,r]."""
+        return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
+
+    def make_noise(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Fresh N(0,1) noise maps (seeded by ``generator``): list of num_layers [1,1,r,r]."""
+        dev = self.input.input.device
+        return [torch.randn(n.shape, generator=generator, device=dev) for n in self.noise_buffers()]
+
+    def _noise_list(self, noise_mode: str, noise: Sequence[torch.Tensor | None] | None,
+                    batch: int, generator: torch.Generator | None) -> list[torch.Tensor | None]:
+        if noise is not None:
+            if len(noise) != self.num_layers:
+                raise ValueError(f"noise must be a list of {self.num_layers} tensors, got {len(noise)}")
+            return list(noise)
+        if noise_mode == "const":
+            return self.noise_buffers()
+        if noise_mode == "random":
+            # None asks each layer to draw N(0,1) [B,1,r,r] itself, in layer order.
+            return [None] * self.num_layers
+        if noise_mode == "none":
+            return [torch.zeros_like(n) for n in self.noise_buffers()]
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+    # ---- synthesis -----------------------------------------------------------------------
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
+                  noise: Sequence[torch.Tensor | None] | None = None, generator: torch.Generator | None = None,
+                  return_features: bool = False, inject_features: dict[int, torch.Tensor] | None = None,
+                  ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """W+ codes ws [B,n_latent,style_dim] -> image [B,3,size,size] (about [-1,1], not clamped).
+
+        ``features`` maps each resolution to its block output (4: conv1; r >= 8: the second
+        StyledConv of block r, post-activation, pre-ToRGB). ``inject_features[r]`` replaces
+        that block output before its ToRGB and the following blocks.
+        """
+        if ws.ndim != 3 or ws.shape[1] != self.n_latent or ws.shape[2] != self.style_dim:
+            raise ValueError(f"ws must be [B,{self.n_latent},{self.style_dim}], got {tuple(ws.shape)}")
+        batch = ws.shape[0]
+        noises = self._noise_list(noise_mode, noise, batch, generator)
+        inject = inject_features or {}
+        unknown = set(inject) - set(self.resolutions)
+        if unknown:
+            raise ValueError(f"inject_features resolutions {sorted(unknown)} not in {self.resolutions}")
+        features: dict[int, torch.Tensor] = {}
+
+        def tap(res: int, out: torch.Tensor) -> torch.Tensor:
+            if res in inject:
+                out = inject[res].to(out)
+            if return_features:
+                features[res] = out
+            return out
+
+        out = self.conv1(self.input(batch), ws[:, 0], noises[0], generator)
+        out = tap(4, out)
+        skip = self.to_rgb1(out, ws[:, 1])
+        for k, res in enumerate(self.resolutions[1:]):
+            out = self.convs[2 * k](out, ws[:, 2 * k + 1], noises[2 * k + 1], generator)
+            out = self.convs[2 * k + 1](out, ws[:, 2 * k + 2], noises[2 * k + 2], generator)
+            out = tap(res, out)
+            skip = self.to_rgbs[k](out, ws[:, 2 * k + 3], skip)
+        if return_features:
+            return skip, features
+        return skip
+
+    # ---- reference-compatible forward ---------------------------------------------------
+    def styles_to_latent(self, styles: Sequence[torch.Tensor], inject_index: int | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """One W [B,D] (repeated), one W+ [B,n_latent,D] (as is) or two W mixed at inject_index -> [B,n_latent,D]."""
+        if len(styles) == 0 or len(styles) > 2:
+            raise ValueError(f"styles must hold 1 or 2 tensors, got {len(styles)}")
+        if len(styles) == 1:
+            s = styles[0]
+            return s if s.ndim == 3 else s.unsqueeze(1).repeat(1, self.n_latent, 1)
+        if inject_index is None:
+            inject_index = int(torch.randint(1, self.n_latent, (1,), generator=generator).item())
+        if not 0 <= inject_index <= self.n_latent:
+            raise ValueError(f"inject_index must be in [0, {self.n_latent}], got {inject_index}")
+        a = styles[0].unsqueeze(1).repeat(1, inject_index, 1)
+        b = styles[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1)
+        return torch.cat([a, b], 1)
+
+    def forward(self, styles: Sequence[torch.Tensor], return_latents: bool = False,
+                inject_index: int | None = None, truncation: float = 1.0,
+                truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
+                noise: Sequence[torch.Tensor | None] | None = None, randomize_noise: bool = True,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """rosinality-compatible call: list of z (or w with input_is_latent) [B,D] -> (image [B,3,S,S], W+ or None).
+
+        ``generator`` (an extension) seeds the random noise maps and a random inject_index.
+        """
+        if not input_is_latent:
+            styles = [self.style(s) for s in styles]
+        if truncation < 1:
+            if truncation_latent is None:
+                raise ValueError("truncation < 1 needs truncation_latent (e.g. g.mean_latent(4096))")
+            styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
+        latent = self.styles_to_latent(styles, inject_index, generator)
+        image = self.synthesis(latent, noise_mode="random" if randomize_noise else "const", noise=noise,
+                               generator=generator)
+        return image, (latent if return_latents else None)
