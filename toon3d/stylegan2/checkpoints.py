@@ -1,0 +1,321 @@
+"""Rosinality StyleGAN2 checkpoints and toon3d generator files → our Generator/Discriminator.
+
+Accepted inputs:
+  - a rosinality training checkpoint: a dict with any subset of `g_ema`, `g`, `d`,
+    `latent_avg`, `args`, `g_optim`, `d_optim`, `ada_aug_p` (`g_ema` is preferred over `g`);
+  - a bare generator state dict (keys `style.1.weight`, ...);
+  - either of these saved from `nn.DataParallel` (keys prefixed `module.`);
+  - a toon3d generator file (`.safetensors`, written by `save_generator`).
+
+The architecture is read from the tensor shapes (size from the number of ToRGB layers,
+n_mlp from the mapping layers, style_dim from `style.1.weight`, channel multiplier and cap
+from the per-resolution conv widths), so no flags are needed; flags the user does pass are
+checked against the file, and a mismatch names the value the file needs.
+
+Loading is strict on parameters. Missing blur-kernel buffers are filled with the ones the
+architecture defines, missing noise buffers with N(0,1) from `torch.Generator` seeded
+`NOISE_FILL_SEED`, drawn in layer order. The truncation mean is the file's `latent_avg`
+when present, else `mean_latent(MEAN_LATENT_SAMPLES)` from a generator seeded
+`MEAN_LATENT_SEED`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from toon3d.errors import Toon3dError
+from toon3d.io.checkpoint import load_model_file, load_torch_checkpoint, save_model
+
+MEAN_LATENT_SEED = 0
+MEAN_LATENT_SAMPLES = 4096
+NOISE_FILL_SEED = 0
+GENERATOR_KIND = "stylegan2-generator"
+DISCRIMINATOR_KIND = "stylegan2-discriminator"
+
+_MAX_SIZE = 1024
+
+# Flag names used in messages, so the fix can be typed as printed.
+_FLAGS = {"size": "--size", "channel_multiplier": "--channel-multiplier", "channel_max": "--channel-max",
+          "n_mlp": "--n-mlp", "style_dim": "--style-dim"}
+
+
+@dataclass
+class ArchOverrides:
+    """Architecture values a user asserts (None = read from the file)."""
+
+    size: int | None = None
+    channel_multiplier: int | None = None
+    channel_max: int | None = None
+    n_mlp: int | None = None
+    style_dim: int | None = None
+
+
+@dataclass
+class LoadedGenerator:
+    """A ready generator with its truncation mean and where both came from."""
+
+    generator: nn.Module
+    mean_latent: torch.Tensor  # [1,style_dim]
+    config: dict
+    source: str
+    mean_source: str  # "latent_avg", "mean_latent(4096, seed 0)", ...
+    entry: str  # which checkpoint entry the weights came from: g_ema, g, state_dict, file
+    meta: dict = field(default_factory=dict)
+
+
+def channel_table(size: int, channel_multiplier: int, channel_max: int) -> dict[int, int]:
+    """Feature channels per resolution 4..size for a rosinality-layout network."""
+    from toon3d.stylegan2.generator import stylegan2_channels
+
+    return stylegan2_channels(size, channel_multiplier, channel_max)
+
+
+def strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the `module.` prefix nn.DataParallel adds to every key (when all keys have it)."""
+    keys = list(state)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _indices(state: Mapping[str, Any], pattern: str) -> list[int]:
+    regex = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in state if (m := regex.fullmatch(k))})
+
+
+def _fit_multiplier_and_cap(widths: dict[int, int], name: str) -> tuple[int, int]:
+    """Smallest (channel_multiplier, channel_max) whose table gives `widths`."""
+    cap = max(widths.values())
+    for multiplier in range(1, 65):
+        table = channel_table(_MAX_SIZE, multiplier, cap)
+        if all(table.get(r) == c for r, c in widths.items()):
+            return multiplier, cap
+    shown = ", ".join(f"{r}px:{c}" for r, c in sorted(widths.items()))
+    raise Toon3dError(f"{name}: channel widths ({shown}) do not follow the StyleGAN2 layout; "
+                      "pass a rosinality checkpoint")
+
+
+def infer_generator_config(state: Mapping[str, torch.Tensor], name: str = "checkpoint") -> dict:
+    """Architecture of a rosinality generator state dict, read from its tensor shapes."""
+    try:
+        mlp = _indices(state, r"style\.(\d+)\.weight")
+        style_dim = int(state["style.1.weight"].shape[1])
+        rgbs = _indices(state, r"to_rgbs\.(\d+)\.conv\.weight")
+        convs = _indices(state, r"convs\.(\d+)\.conv\.weight")
+        widths = {4: int(state["input.input"].shape[1])}
+        for k in rgbs:
+            widths[2 ** (k + 3)] = int(state[f"convs.{2 * k}.conv.weight"].shape[1])
+    except (KeyError, IndexError, AttributeError):
+        raise Toon3dError(f"{name}: generator weights are incomplete (mapping, input or conv layers missing); "
+                          "pass a full rosinality checkpoint") from None
+    if mlp != list(range(1, len(mlp) + 1)) or rgbs != list(range(len(rgbs))) or convs != list(range(2 * len(rgbs))):
+        raise Toon3dError(f"{name}: generator layers are not numbered like a StyleGAN2 generator "
+                          f"(style {mlp}, convs {len(convs)}, to_rgbs {len(rgbs)}); pass a rosinality checkpoint")
+    size = 2 ** (len(rgbs) + 2)
+    if size > _MAX_SIZE:
+        raise Toon3dError(f"{name}: {len(rgbs)} upsampling blocks give size {size}, which is not supported")
+    multiplier, cap = _fit_multiplier_and_cap(widths, name)
+    return {"size": size, "style_dim": style_dim, "n_mlp": len(mlp), "channel_multiplier": multiplier,
+            "channel_max": cap}
+
+
+def infer_discriminator_config(state: Mapping[str, torch.Tensor], name: str = "checkpoint") -> dict:
+    """Architecture of a rosinality discriminator state dict, read from its tensor shapes."""
+    try:
+        blocks = _indices(state, r"convs\.(\d+)\.conv2\.1\.weight")
+        size = 2 ** (len(blocks) + 2)
+        widths = {size: int(state["convs.0.0.weight"].shape[0])}
+        for i in blocks:
+            widths[size >> i] = int(state[f"convs.{i}.conv2.1.weight"].shape[0])
+    except (KeyError, IndexError, AttributeError):
+        raise Toon3dError(f"{name}: discriminator weights are incomplete; pass a full rosinality checkpoint") from None
+    if blocks != list(range(1, len(blocks) + 1)) or size > _MAX_SIZE:
+        raise Toon3dError(f"{name}: discriminator blocks are not numbered like a StyleGAN2 discriminator; "
+                          "pass a rosinality checkpoint")
+    multiplier, cap = _fit_multiplier_and_cap(widths, name)
+    return {"size": size, "channel_multiplier": multiplier, "channel_max": cap}
+
+
+def _apply_overrides(found: dict, overrides: ArchOverrides | None, name: str, what: str) -> dict:
+    """Check user-asserted values against the file; equivalent values (same shapes) are accepted."""
+    config = dict(found)
+    if overrides is None:
+        return config
+    for key in ("size", "n_mlp", "style_dim"):
+        given = getattr(overrides, key, None)
+        if key in found and given is not None and given != found[key]:
+            raise Toon3dError(f"{name}: {what} weights for {key}={found[key]} expected by the file, "
+                              f"{_FLAGS[key]} {given} given; pass {_FLAGS[key]} {found[key]}")
+    file_table = channel_table(found["size"], found["channel_multiplier"], found["channel_max"])
+    for key in ("channel_multiplier", "channel_max"):
+        given = getattr(overrides, key, None)
+        if given is None:
+            continue
+        trial = dict(config, **{key: given})
+        if channel_table(found["size"], trial["channel_multiplier"], trial["channel_max"]) != file_table:
+            raise Toon3dError(f"{name}: {what} weights for {key}={found[key]} expected by the file, "
+                              f"{_FLAGS[key]} {given} given; pass {_FLAGS[key]} {found[key]}")
+        config = trial
+    return config
+
+
+def _complete_state(model: nn.Module, state: Mapping[str, torch.Tensor], name: str, what: str) -> dict:
+    """Check keys/shapes strictly for parameters; fill missing blur-kernel and noise buffers."""
+    expected = model.state_dict()
+    params = {n for n, _ in model.named_parameters()}
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise Toon3dError(f"{name}: {len(unexpected)} {what} entries this architecture does not have "
+                          f"(e.g. {', '.join(unexpected[:3])}); pass a rosinality StyleGAN2 checkpoint")
+    missing_params = sorted(params - set(state))
+    if missing_params:
+        raise Toon3dError(f"{name}: {len(missing_params)} {what} parameters missing "
+                          f"(e.g. {', '.join(missing_params[:3])}); the file is incomplete, use a full checkpoint")
+    noise_rng = torch.Generator().manual_seed(NOISE_FILL_SEED)
+    complete = {}
+    for key, ours in expected.items():
+        value = state.get(key)
+        if value is None:
+            if key.startswith("noises."):
+                value = torch.randn(ours.shape, generator=noise_rng, dtype=ours.dtype)
+            elif key.endswith("kernel"):
+                value = ours
+            else:
+                raise Toon3dError(f"{name}: {what} buffer {key} missing; use a full checkpoint")
+        elif not isinstance(value, torch.Tensor):
+            raise Toon3dError(f"{name}: {what} entry {key} is a {type(value).__name__}, not a tensor; "
+                              "the file is damaged")
+        if tuple(value.shape) != tuple(ours.shape):
+            raise Toon3dError(f"{name}: {what} entry {key} has shape {list(value.shape)}, the architecture "
+                              f"read from the file needs {list(ours.shape)}; the file is inconsistent")
+        if key.endswith("kernel") and not torch.allclose(value.float(), ours.float(), atol=1e-6):
+            raise Toon3dError(f"{name}: {what} blur kernel {key} differs from the [1,3,3,1] kernel toon3d builds; "
+                              "this checkpoint used a custom blur_kernel, which is not supported")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise Toon3dError(f"{name}: {what} entry {key} contains NaN or inf; the checkpoint is damaged")
+        complete[key] = value.to(ours.dtype)
+    return complete
+
+
+def _generator_state(ckpt: Mapping[str, Any], name: str) -> tuple[dict, str]:
+    for entry in ("g_ema", "g"):
+        if entry in ckpt:
+            if not isinstance(ckpt[entry], Mapping):
+                raise Toon3dError(f"{name}: entry {entry!r} is a {type(ckpt[entry]).__name__}, not a state dict; "
+                                  "pass a rosinality checkpoint")
+            return strip_module_prefix(ckpt[entry]), entry
+    bare = strip_module_prefix(ckpt)
+    if "style.1.weight" in bare:
+        return bare, "state_dict"
+    raise Toon3dError(f"{name} is not a StyleGAN2 checkpoint (no g_ema/g/style.* keys found); "
+                      "pass a rosinality checkpoint such as 550000.pt")
+
+
+def _mean_latent(generator: nn.Module, style_dim: int, latent_avg: Any, samples: int | None,
+                 name: str) -> tuple[torch.Tensor, str]:
+    if samples is None and latent_avg is not None:
+        if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() != style_dim:
+            shape = list(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
+            raise Toon3dError(f"{name}: latent_avg is {shape}, expected {style_dim} values; "
+                              "pass --truncation-mean N to compute the mean instead")
+        if not torch.isfinite(latent_avg).all():
+            raise Toon3dError(f"{name}: latent_avg contains NaN or inf; pass --truncation-mean N to compute it")
+        return latent_avg.detach().float().reshape(1, style_dim), "latent_avg"
+    samples = samples or MEAN_LATENT_SAMPLES
+    if samples < 1:
+        raise Toon3dError(f"--truncation-mean must be at least 1, got {samples}")
+    with torch.no_grad():
+        mean = generator.mean_latent(samples, generator=torch.Generator().manual_seed(MEAN_LATENT_SEED))
+    return mean.detach().reshape(1, style_dim), f"mean_latent({samples}, seed {MEAN_LATENT_SEED})"
+
+
+def generator_from_state(state: Mapping[str, torch.Tensor], overrides: ArchOverrides | None = None,
+                         name: str = "checkpoint", config: dict | None = None) -> nn.Module:
+    """Build our Generator from a rosinality-layout state dict (architecture read from shapes), on the CPU."""
+    from toon3d.stylegan2.generator import Generator
+
+    state = strip_module_prefix(state)
+    if config is None:
+        config = _apply_overrides(infer_generator_config(state, name), overrides, name, "generator")
+    generator = Generator(**config)
+    generator.load_state_dict(_complete_state(generator, state, name, "generator"), strict=True)
+    return generator.eval()
+
+
+def discriminator_from_state(state: Mapping[str, torch.Tensor], overrides: ArchOverrides | None = None,
+                             name: str = "checkpoint") -> nn.Module:
+    """Build our Discriminator from a rosinality-layout state dict (architecture read from shapes), on the CPU."""
+    from toon3d.stylegan2.discriminator import Discriminator
+
+    state = strip_module_prefix(state)
+    found = infer_discriminator_config(state, name)
+    config = _apply_overrides(found, overrides, name, "discriminator")
+    discriminator = Discriminator(**config)
+    discriminator.load_state_dict(_complete_state(discriminator, state, name, "discriminator"), strict=True)
+    return discriminator
+
+
+def load_generator(path: str | os.PathLike, overrides: ArchOverrides | None = None,
+                   truncation_mean_samples: int | None = None) -> LoadedGenerator:
+    """Load a generator + truncation mean from a rosinality `.pt` or a toon3d `.safetensors` file (CPU)."""
+    path = Path(path)
+    name = path.name
+    if path.suffix == ".safetensors":
+        return _load_generator_file(path, overrides, truncation_mean_samples)
+    ckpt = load_torch_checkpoint(path)
+    state, entry = _generator_state(ckpt, name)
+    generator = generator_from_state(state, overrides, name)
+    config = dict(generator.config)
+    mean, mean_source = _mean_latent(generator, config["style_dim"], ckpt.get("latent_avg") if entry != "state_dict"
+                                     else None, truncation_mean_samples, name)
+    meta = {"format": "rosinality", "entry": entry, "keys": sorted(str(k) for k in ckpt)[:16]}
+    args = ckpt.get("args")
+    if args is not None and hasattr(args, "__dict__"):
+        meta["args"] = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
+    return LoadedGenerator(generator, mean, config, str(path), mean_source, entry, meta)
+
+
+def load_discriminator(path: str | os.PathLike, overrides: ArchOverrides | None = None) -> nn.Module:
+    """Load the `d` entry of a rosinality training checkpoint as our Discriminator (CPU)."""
+    path = Path(path)
+    ckpt = load_torch_checkpoint(path)
+    if "d" not in ckpt:
+        raise Toon3dError(f"{path.name} has no discriminator (no 'd' entry; found {', '.join(sorted(map(str, ckpt)))}); "
+                          "pass a rosinality training checkpoint such as 550000.pt")
+    if not isinstance(ckpt["d"], Mapping):
+        raise Toon3dError(f"{path.name}: entry 'd' is not a state dict; pass a rosinality checkpoint")
+    return discriminator_from_state(ckpt["d"], overrides, path.name)
+
+
+def save_generator(path: str | os.PathLike, generator: nn.Module, mean_latent: torch.Tensor,
+                   meta: dict | None = None) -> Path:
+    """Write a generator (state dict + `latent_avg` [style_dim]) as one toon3d safetensors file, atomically."""
+    state = {f"g.{k}": v for k, v in generator.state_dict().items()}
+    state["latent_avg"] = mean_latent.detach().reshape(-1)
+    config = {"kind": GENERATOR_KIND, "generator": dict(generator.config)}
+    return save_model(path, state, config, meta)
+
+
+def _load_generator_file(path: Path, overrides: ArchOverrides | None,
+                         truncation_mean_samples: int | None) -> LoadedGenerator:
+    model = load_model_file(path)
+    if model.config.get("kind") != GENERATOR_KIND or not isinstance(model.config.get("generator"), dict):
+        raise Toon3dError(f"{path.name} is a toon3d model of kind {model.config.get('kind')!r}, not a generator; "
+                          "pass a generator file")
+    config = dict(model.config["generator"])
+    if "blur_kernel" in config:
+        config["blur_kernel"] = tuple(config["blur_kernel"])
+    if overrides is not None:
+        _apply_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "generator")
+    state = {k[2:]: v for k, v in model.state_dict.items() if k.startswith("g.")}
+    generator = generator_from_state(state, None, path.name, config=config)
+    mean, mean_source = _mean_latent(generator, config["style_dim"], model.state_dict.get("latent_avg"),
+                                     truncation_mean_samples, path.name)
+    return LoadedGenerator(generator, mean, dict(generator.config), str(path), mean_source, "file", model.meta)
