@@ -23,10 +23,11 @@ JPEG_QUALITY = 100
 _INITIAL_MAP_SIZE = 1 << 30  # grown on demand; lmdb files are sparse, so this costs no disk
 
 # py-lmdb refuses to open one environment twice in a process, so read-only environments are
-# shared per (process, folder). Keyed by pid because a forked DataLoader worker must not reuse
-# its parent's handle.
+# shared per folder. A forked DataLoader worker inherits and reuses its parent's handle, which
+# is safe here because readers are read-only and lock-free (rosinality's loader relies on the
+# same); a spawned worker starts with an empty table and opens its own.
 # The data.mdb inode is part of the key so a folder replaced by a new build is opened afresh.
-_READ_ENVS: dict[tuple[int, str, int], Any] = {}
+_READ_ENVS: dict[tuple[str, int], Any] = {}
 
 
 def lmdb_key(size: int, index: int) -> bytes:
@@ -146,11 +147,11 @@ class LmdbReader:
         import lmdb
 
         folder = self.path.resolve()
-        key = (os.getpid(), str(folder), (folder / "data.mdb").stat().st_ino)
+        key = (str(folder), (folder / "data.mdb").stat().st_ino)
         env = _READ_ENVS.get(key)
         if env is None:
             try:
-                env = lmdb.open(key[1], readonly=True, lock=False, readahead=False, meminit=False,
+                env = lmdb.open(key[0], readonly=True, lock=False, readahead=False, meminit=False,
                                 max_readers=64)
             except lmdb.Error as err:
                 raise Toon3dError(f"cannot open LMDB folder {self.path} ({err}); check the files") from None
