@@ -138,13 +138,18 @@ def _feature_centroids(seed: int, indices: range, feature: str, size: int) -> li
 @needs_node
 def test_rendered_eyes_fall_on_the_layout_eye_centres():
     size = 128
-    for xs, ys in _feature_centroids(3, range(12), "eye", size):
+    centres = []
+    for xs, ys in _feature_centroids(3, range(16), "eye", size):
         left, right = xs < 0.5, xs >= 0.5
         assert left.sum() > 10 and right.sum() > 10
-        # Eye drawings are not symmetric about their centre, so allow 3% of the image.
-        assert abs(0.5 * (xs[left].min() + xs[left].max()) - layout.EYE_LEFT_X) < 0.03
-        assert abs(0.5 * (xs[right].min() + xs[right].max()) - layout.EYE_RIGHT_X) < 0.03
-        assert abs(0.5 * (ys.min() + ys.max()) - layout.EYE_Y) < 0.03
+        centres.append([0.5 * (xs[left].min() + xs[left].max()), 0.5 * (xs[right].min() + xs[right].max()),
+                        0.5 * (ys.min() + ys.max())])
+    centres = np.array(centres)
+    target = np.array([layout.EYE_LEFT_X, layout.EYE_RIGHT_X, layout.EYE_Y])
+    # On average within 1.5% of the image; a single face's eye drawing (tilted by its eye
+    # angle, not symmetric about its anchor) within 6%.
+    assert np.abs(centres.mean(0) - target).max() < 0.015
+    assert np.abs(centres - target).max() < 0.06
 
 
 @needs_node
