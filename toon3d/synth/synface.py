@@ -1,0 +1,144 @@
+"""SynFace: procedural 3-D human-like faces rendered with full ground truth.
+
+A face is a canonical (frontal) height field with an albedo, a segmentation and a head
+mask, all analytic functions of normalised image coordinates (`face_parts`,
+`face_geometry`, `face_albedo`). It is shaded with the Unsup3d Lambertian model
+(`toon3d.shape.renderer.Renderer.shade`), posed about (0, 0, 1) and composited over a
+random background. Views are rendered by ray marching the height field
+(`heightfield_view`, fast) or with the toon3d mesh renderer (`method="mesh"`, exact, slow).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from toon3d.errors import Toon3dError
+from toon3d.shape.camera import normals_from_depth, rt_from_angles
+from toon3d.shape.renderer import Renderer, RenderSettings
+from toon3d.synth.face_albedo import canonical_albedo, canonical_segmentation
+from toon3d.synth.face_fields import col, image_grid
+from toon3d.synth.face_geometry import canonical_depth
+from toon3d.synth.face_parts import face_layout, face_parts
+from toon3d.synth.face_params import SynFaceParams
+from toon3d.synth.heightfield_view import MarchSettings, march_heightfield
+
+MIN_SIZE, MAX_SIZE = 64, 256
+VIEW_BACKGROUND_DEPTH = 1.2  # the renderer's background depth (max_depth + margin)
+
+
+@dataclass
+class SynFaceSettings:
+    """How SynFace views are rendered."""
+
+    fov_deg: float = 10.0
+    method: str = "raymarch"   # "raymarch" (fast) or "mesh" (the toon3d rasteriser)
+    antialias_edges: bool = True
+
+
+def check_size(size: object) -> int:
+    """Validate an image size (an int in 64..256) or raise a one-line Toon3dError."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise Toon3dError(f"size must be an integer number of pixels, got {size!r}; pass e.g. --size 128")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise Toon3dError(f"size {size} is outside {MIN_SIZE}-{MAX_SIZE}; pass --size between {MIN_SIZE} and {MAX_SIZE}")
+    return size
+
+
+def canonical_face(params: SynFaceParams, size: int, device: torch.device | str | None = None) -> dict:
+    """Frontal face: canon_depth [B,S,S], albedo [B,3,S,S] in [-1,1], canon_seg [B,S,S] uint8, canon_mask [B,S,S] in {0,1}."""
+    p = params.to(device=device, dtype=torch.float32)
+    x, y = image_grid(size, device=device)
+    lay = face_layout(p)
+    parts = face_parts(p, lay, x, y, size)
+    depth = canonical_depth(p, lay, parts, x, y)
+    albedo = canonical_albedo(p, lay, parts, x, y) * 2.0 - 1.0
+    seg = canonical_segmentation(parts)
+    mask = (parts.head > 0.5).to(torch.float32)
+    return {"canon_depth": depth, "albedo": albedo, "canon_seg": seg, "canon_mask": mask, "parts": parts}
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[B] hue/saturation/value in [0,1] → [B,3] RGB in [0,1]."""
+    k = torch.tensor([5.0, 3.0, 1.0], device=h.device, dtype=h.dtype)
+    kk = (k + h[:, None] * 6.0) % 6.0
+    return v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(kk, 4.0 - kk), 0.0, 1.0)
+
+
+def synface_background(params: SynFaceParams, size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Random background [B,3,S,S] in [-1,1]: a two-colour gradient with soft blobs."""
+    p = params.to(device=device, dtype=torch.float32)
+    x, y = image_grid(size, device=device)
+    c1 = _hsv_to_rgb(p.bg_hue, p.bg_saturation, p.bg_value)
+    c2 = _hsv_to_rgb(p.bg_hue2, p.bg_saturation * 0.8, p.bg_value2)
+    ang = col(p.bg_angle) * 2 * math.pi
+    ph = col(p.bg_phase) * 2 * math.pi
+    ramp = 0.5 + 0.35 * (x * torch.cos(ang) + y * torch.sin(ang))
+    blobs = 0.08 * torch.sin(x * 3.1 + ph) * torch.sin(y * 2.3 - 2 * ph) + 0.04 * torch.sin((x - y) * 6.0 + 3 * ph)
+    t = (ramp + blobs).clamp(0, 1)[:, None]
+    img = c1[:, :, None, None] * (1 - t) + c2[:, :, None, None] * t
+    return (img * 2.0 - 1.0).clamp(-1, 1)
+
+
+def synface_light(params: SynFaceParams, device: torch.device | str | None = None) -> torch.Tensor:
+    """Light [B,4] = (ambient, diffuse, dx, dy), the renderer's convention."""
+    p = params.to(device=device, dtype=torch.float32)
+    return torch.stack([p.light_ambient, p.light_diffuse, p.light_dx, p.light_dy], dim=1)
+
+
+def synface_pose(params: SynFaceParams, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """R [B,3,3], t [B,3] of each face's pose (rotation about (0,0,1), no translation)."""
+    p = params.to(device=device, dtype=torch.float32)
+    return rt_from_angles(p.yaw_deg, p.pitch_deg, p.roll_deg, device=device, dtype=torch.float32)
+
+
+def _soften_edges(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Blur only the pixels on the head silhouette: a cheap anti-aliasing of the binary mask."""
+    m = mask.unsqueeze(1).float()
+    edge = (F.max_pool2d(m, 3, 1, 1) - (-F.max_pool2d(-m, 3, 1, 1))) > 0
+    blurred = F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return torch.where(edge, 0.5 * (image + blurred), image)
+
+
+@torch.no_grad()
+def render_synface(params: SynFaceParams, size: int, device: torch.device | str | None = None,
+                   settings: SynFaceSettings | None = None) -> dict:
+    """Render faces with ground truth.
+
+    Returns image [B,3,S,S] in [-1,1]; canonical canon_depth [B,S,S] (~[0.93,1.05], 1.1 off
+    the head), albedo [B,3,S,S] in [-1,1], canon_image (shaded) [B,3,S,S], canon_seg,
+    canon_mask; view depth [B,S,S] (background 1.2), normal [B,S,S,3] (Unsup3d convention,
+    frontal plane (0,0,1)), seg [B,S,S] uint8, mask [B,S,S] uint8; background, R, t, light.
+    """
+    size = check_size(size)
+    s = settings or SynFaceSettings()
+    canon = canonical_face(params, size, device)
+    depth_c, mask_c = canon["canon_depth"], canon["canon_mask"]
+    renderer = Renderer(RenderSettings(size, fov_deg=s.fov_deg, pixel_offset=0.0), device=device)
+    light = synface_light(params, device)
+    texture, _ = renderer.shade(canon["albedo"], depth_c, light)
+    R, t = synface_pose(params, device)
+
+    if s.method == "raymarch":
+        depth_v, grid, hit = march_heightfield(depth_c, mask_c, R, t, MarchSettings(fov_deg=s.fov_deg))
+    elif s.method == "mesh":
+        depth_v = renderer.warp_canon_depth(depth_c, R, t, mask_c)
+        grid = renderer.inverse_warp_grid(depth_v, R, t)
+        hit = depth_v < VIEW_BACKGROUND_DEPTH
+    else:
+        raise Toon3dError(f"unknown SynFace render method {s.method!r}; use 'raymarch' or 'mesh'")
+
+    view = F.grid_sample(texture, grid, mode="bilinear", align_corners=True).clamp(-1, 1)
+    seg = F.grid_sample(canon["canon_seg"].float().unsqueeze(1), grid, mode="nearest", align_corners=True)
+    seg = torch.where(hit, seg[:, 0].round().to(torch.uint8), torch.zeros_like(hit, dtype=torch.uint8))
+    background = synface_background(params, size, device)
+    image = torch.where(hit.unsqueeze(1), view, background)
+    if s.antialias_edges:
+        image = _soften_edges(image, hit)
+    normal = normals_from_depth(depth_v, renderer.K)
+    return {"image": image, "canon_depth": depth_c, "albedo": canon["albedo"], "canon_image": texture,
+            "canon_seg": canon["canon_seg"], "canon_mask": mask_c, "depth": depth_v, "normal": normal,
+            "seg": seg, "mask": hit.to(torch.uint8), "background": background, "R": R, "t": t, "light": light}
