@@ -55,7 +55,7 @@ def test_items_have_the_documented_ranges_and_shapes(tmp_path):
     assert image.shape == (3, SIZE, SIZE) and image.dtype == torch.float32
     assert image.min() >= -1 and image.max() <= 1
     png = np.array(Image.open(folder.image_path(tmp_path / "s", 2)))
-    assert torch.allclose(image, torch.from_numpy(png).permute(2, 0, 1).float() / 127.5 - 1)
+    assert torch.allclose(image, torch.from_numpy(png).permute(2, 0, 1).float() / 127.5 - 1, atol=1e-6)
     assert item["depth"].shape == (SIZE, SIZE) and item["depth"].dtype == torch.float32
     assert item["normal"].shape == (3, SIZE, SIZE)
     assert item["seg"].shape == (SIZE, SIZE) and item["seg"].dtype == torch.uint8
