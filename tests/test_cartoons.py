@@ -76,14 +76,29 @@ def test_missing_node_through_the_cli(monkeypatch, tmp_path, capsys):
     assert not out.exists()
 
 
+def _fake_node(tmp_path: Path, version: str) -> str:
+    """An executable that answers `--version` like Node would."""
+    script = tmp_path / f"node-{version}"
+    script.write_text(f"#!/bin/sh\necho {version}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
 def test_missing_node_modules_says_npm_ci(monkeypatch, tmp_path):
     tool = tmp_path / "facesjs"
     tool.mkdir()
     shutil.copy(cartoons.facesjs_dir() / cartoons.SERVER_SCRIPT, tool / cartoons.SERVER_SCRIPT)
     monkeypatch.setenv(cartoons.FACESJS_DIR_ENV, str(tool))
-    with pytest.raises(Toon3dError, match="npm ci --prefix"):
+    with pytest.raises(Toon3dError, match="npm ci --prefix") as err:
         cartoons.make_cartoons(tmp_path / "out", cartoons.CartoonSettings(n=2, size=32), progress=False,
-                               node=shutil.which("python3") or "python3")
+                               node=_fake_node(tmp_path, "v20.11.0"))
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_old_node_is_refused(tmp_path):
+    with pytest.raises(Toon3dError, match="needs >= 18"):
+        cartoons.check_node_version(_fake_node(tmp_path, "v16.20.2"))
+    assert cartoons.check_node_version(_fake_node(tmp_path, "v20.11.0")) == 20
 
 
 @pytest.mark.parametrize("settings, match", [

@@ -28,6 +28,7 @@ from toon3d.synth.svg_render import reframe_svg, render_svg
 NODE_ENV = "TOON3D_NODE"              # path of the node executable, overriding PATH
 FACESJS_DIR_ENV = "TOON3D_FACESJS_DIR"  # folder holding faces_server.mjs and node_modules/
 SERVER_SCRIPT = "faces_server.mjs"
+MIN_NODE_MAJOR = 18
 REQUEST_CHUNK = 64  # requests in flight; a chunk of request lines must fit in the pipe buffer
 
 # Where facesjs 5 draws the parts of every face (display.js, canvas units): features are
@@ -99,6 +100,20 @@ def find_node(node: str | None = None) -> str:
     return found
 
 
+def check_node_version(node: str) -> int:
+    """The major version of `node`; a one-line error when it is older than Node 18 or does not run."""
+    try:
+        text = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        major = int(text.lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        raise Toon3dError(f"'{node} --version' failed, so {node} is not a working Node.js; install Node.js >= "
+                          f"{MIN_NODE_MAJOR} (apt-get install nodejs npm, or nodejs.org), then run 'bash install.sh'") from None
+    if major < MIN_NODE_MAJOR:
+        raise Toon3dError(f"{node} is Node.js {text}, 'toon3d data cartoons' needs >= {MIN_NODE_MAJOR}; "
+                          "install a newer one (nodejs.org), then run 'bash install.sh'")
+    return major
+
+
 def _check_tool(tool_dir: Path) -> Path:
     script = tool_dir / SERVER_SCRIPT
     if not script.is_file():
@@ -115,8 +130,9 @@ class FacesjsServer:
 
     def __init__(self, node: str | None = None, tool_dir: str | os.PathLike | None = None) -> None:
         self.tool_dir = Path(tool_dir) if tool_dir is not None else facesjs_dir()
-        self.script = _check_tool(self.tool_dir)
         self.node = find_node(node)
+        check_node_version(self.node)
+        self.script = _check_tool(self.tool_dir)
         self.version = ""
         self._proc: subprocess.Popen | None = None
 
@@ -227,7 +243,7 @@ def make_cartoons(out: str | os.PathLike, settings: CartoonSettings, overwrite: 
         raise Toon3dError(f"--size must be between 16 and 4096 pixels, got {settings.size}")
     if settings.seed < 0:
         raise Toon3dError(f"--seed must be >= 0, got {settings.seed}")
-    find_node(node)  # fail before creating anything
+    check_node_version(find_node(node))  # fail before creating anything
     _check_tool(facesjs_dir())
     x0, y0, side = facesjs_crop_box()
     extra = {"generator": "facesjs", "crop_box": [x0, y0, side]}
