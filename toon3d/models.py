@@ -8,8 +8,9 @@ where to get it and where to put it.
 Built-in generators live in `toon3d/weights/<name>.safetensors` (written with
 `toon3d.stylegan2.checkpoints.save_generator`, each with a model card `<name>.md`).
 Until trained weights are shipped there, `default_generator(name)` builds the small
-architecture `DEFAULT_GENERATOR_CONFIG` with UNTRAINED random weights from a fixed seed:
-it is for smoke tests and pipeline checks, its images are not faces. Dropping a trained
+architecture `DEFAULT_GENERATOR_CONFIG` with UNTRAINED random weights from a fixed seed
+(`UNTRAINED_SEEDS`; noise strengths set to `UNTRAINED_NOISE_STRENGTH`): it is for smoke
+tests and pipeline checks, its images are not faces. Dropping a trained
 `<name>.safetensors` into `toon3d/weights/` makes every caller use it instead.
 """
 
@@ -34,6 +35,7 @@ DEFAULT_GENERATOR_CONFIG = {"size": 64, "style_dim": 512, "n_mlp": 4, "channel_m
 # Seeds of the untrained stand-ins, one per built-in name.
 UNTRAINED_SEEDS = {"base": 0, "cartoon": 1}
 DEFAULT_GENERATOR = "base"
+UNTRAINED_NOISE_STRENGTH = 0.1
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,12 @@ def untrained_generator(name: str = DEFAULT_GENERATOR, truncation_mean_samples: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = Generator(**DEFAULT_GENERATOR_CONFIG)
+    # Noise strengths start at 0 in StyleGAN2 and grow in training; a non-zero value makes the
+    # stand-in respond to --noise like a trained generator does.
+    with torch.no_grad():
+        for name, param in generator.named_parameters():
+            if name.endswith("noise.weight"):
+                param.fill_(UNTRAINED_NOISE_STRENGTH)
     generator.eval()
     mean = generator.mean_latent(samples, generator=torch.Generator().manual_seed(MEAN_LATENT_SEED))
     meta = {"untrained": True, "seed": seed,

@@ -88,9 +88,6 @@ def _settings(args: argparse.Namespace) -> GenerateSettings:
         raise Toon3dError(f"--batch must be at least 1, got {args.batch}")
     if args.truncation_mean is not None and args.truncation_mean < 1:
         raise Toon3dError(f"--truncation-mean must be at least 1, got {args.truncation_mean}")
-    if args.latents is not None and not Path(args.latents).is_file():
-        raise Toon3dError(f"latent file {args.latents} not found; check the path" if not Path(args.latents).exists()
-                          else f"{args.latents} is not a file; pass a .pt or .npy latent file")
     seeds = None if args.latents is not None else parse_seeds(args.seeds if args.seeds is not None else "0-7")
     return GenerateSettings(ckpt=args.ckpt, seeds=seeds, latents=args.latents, space=args.space,
                             truncation=float(truncation), truncation_mean=args.truncation_mean, noise=args.noise,
@@ -121,8 +118,12 @@ def run(args: argparse.Namespace) -> int:
     from toon3d.models import resolve_generator
     from toon3d.stylegan2.checkpoints import ArchOverrides
 
+    from toon3d.io.latents import load_latents
+
     settings = _settings(args)
     device = resolve_device(settings.device)
+    # Latent files are checked before any output or model is touched; their width after loading.
+    codes = load_latents(settings.latents, dim=None) if settings.latents is not None else None
     out = Path(args.out)
     raw_path, raw_inside = _raw_target(args.raw, out)
     overrides = ArchOverrides(size=args.size, channel_multiplier=args.channel_multiplier,
@@ -134,10 +135,7 @@ def run(args: argparse.Namespace) -> int:
         if raw_path is not None:
             raw_tmp = tmp / raw_inside if raw_inside is not None else stack.enter_context(atomic_file(raw_path))
         loaded = resolve_generator(settings.ckpt, overrides, settings.truncation_mean)
-        if loaded.meta.get("untrained"):
-            print(f"toon3d generate: note: {loaded.source} has untrained random weights; its images are not "
-                  "faces. Pass --ckpt 550000.pt (see docs/generate.md) for FFHQ faces.", file=sys.stderr)
-        summary = _generate_into(tmp, raw_tmp, loaded, settings, device)
+        summary = _generate_into(tmp, raw_tmp, loaded, settings, device, codes)
         summary["raw"] = None if raw_path is None else dict(summary.pop("raw_info"), file=str(raw_path))
         summary.pop("raw_info", None)
         with atomic_file(tmp / "generate.json") as tmp_json:
@@ -145,10 +143,14 @@ def run(args: argparse.Namespace) -> int:
     names = summary["images"]
     print(f"wrote {len(names)} images ({summary['size']}px) to {out}: {names[0]}..{names[-1]}, grid.png, "
           "latents.pt, generate.json" + (f"; raw images in {raw_path}" if raw_path is not None else ""))
+    if loaded.meta.get("untrained"):
+        print(f"toon3d generate: note: {loaded.source} has untrained random weights; its images are not "
+              "faces. Pass --ckpt 550000.pt (see docs/generate.md) for FFHQ faces.", file=sys.stderr)
     return 0
 
 
-def _generate_into(folder: Path, raw_file: Path | None, loaded, settings: GenerateSettings, device) -> dict:
+def _generate_into(folder: Path, raw_file: Path | None, loaded, settings: GenerateSettings, device,
+                   codes=None) -> dict:
     """Write the PNGs, grid, latents (and raw .npy) into `folder`; return generate.json's contents."""
     import numpy as np
     import torch
@@ -157,14 +159,14 @@ def _generate_into(folder: Path, raw_file: Path | None, loaded, settings: Genera
     import toon3d
     from toon3d.errors import Toon3dError
     from toon3d.io.images import make_grid, save_png
-    from toon3d.io.latents import load_latents, save_latents
+    from toon3d.io.latents import check_latent_dim, save_latents
     from toon3d.seeds import seed_stream, z_from_seed
     from toon3d.stylegan2.sampling import synthesize, truncate
 
     generator = loaded.generator.to(device).eval()
     style_dim, size = loaded.config["style_dim"], generator.size
-    if settings.latents is not None:
-        codes = load_latents(settings.latents, style_dim)
+    if codes is not None:
+        codes = check_latent_dim(codes, style_dim, settings.latents)
         keys = list(range(codes.shape[0]))
         names = [f"latent{i:04d}.png" for i in keys]
     else:
@@ -180,7 +182,7 @@ def _generate_into(folder: Path, raw_file: Path | None, loaded, settings: Genera
     with tqdm(total=count, desc="generate", unit="img", disable=None) as bar:
         for start in range(0, count, settings.batch):
             chunk = keys[start:start + settings.batch]
-            if settings.latents is not None:
+            if codes is not None:
                 rows = codes[start:start + len(chunk)]
                 streams = [seed_stream(i) for i in chunk]
             else:

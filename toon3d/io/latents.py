@@ -41,8 +41,16 @@ def _read(path: Path) -> torch.Tensor:
     return obj
 
 
-def load_latents(path: str | os.PathLike, dim: int = 512, flag: str = "--latents") -> torch.Tensor:
-    """Read a latent file as float32 [N,dim] on the CPU; a single [dim] vector becomes [1,dim]."""
+def check_latent_dim(latents: torch.Tensor, dim: int, path: str | os.PathLike) -> torch.Tensor:
+    """Latents [N,D] from `path` must have D == dim (the generator's style_dim)."""
+    if latents.shape[1] != dim:
+        raise Toon3dError(f"{path}: latents of shape {list(latents.shape)} given, [N,{dim}] expected by this "
+                          f"generator; pass [N,{dim}]")
+    return latents
+
+
+def load_latents(path: str | os.PathLike, dim: int | None = 512, flag: str = "--latents") -> torch.Tensor:
+    """Read a latent file as finite float32 [N,dim] on the CPU ([dim] becomes [1,dim]; dim=None: any D)."""
     path = Path(path)
     if not path.is_file():
         raise Toon3dError(f"latent file {path} not found; check the path" if not path.exists()
@@ -53,15 +61,17 @@ def load_latents(path: str | os.PathLike, dim: int = 512, flag: str = "--latents
     if latents.is_complex() or latents.dtype == torch.bool:
         raise Toon3dError(f"{path} holds {latents.dtype} values; pass float latents")
     shape = list(latents.shape)
-    if latents.dim() == 1 and shape[0] == dim:
+    width = dim if dim is not None else (shape[-1] if shape else 0)
+    if latents.dim() == 1:
         latents = latents.unsqueeze(0)
-    elif latents.dim() == 3 and shape[-1] == dim:
-        raise Toon3dError(f"{path}: {shape} W+ latents are not supported by {flag}; pass [N,{dim}]")
-    elif latents.dim() != 2 or shape[1] != dim:
-        raise Toon3dError(f"{path}: latents of shape {shape} given, [N,{dim}] expected by this generator; "
-                          f"pass [N,{dim}]")
-    if latents.shape[0] == 0:
+    elif latents.dim() == 3:
+        raise Toon3dError(f"{path}: {shape} W+ latents are not supported by {flag}; pass [N,{width}]")
+    elif latents.dim() != 2:
+        raise Toon3dError(f"{path}: latents of shape {shape} given, [N,{width}] expected; pass [N,{width}]")
+    if latents.shape[0] == 0 or latents.shape[1] == 0:
         raise Toon3dError(f"{path} holds no latents (shape {shape}); pass at least one row")
+    if dim is not None:
+        check_latent_dim(latents, dim, path)
     latents = latents.detach().to(torch.float32)
     finite = torch.isfinite(latents).all(dim=1)
     if not finite.all():
