@@ -144,6 +144,11 @@ def test_size_resizes_images_and_gt(tmp_path):
     assert item["image"].shape == (3, 8, 8) and item["depth"].shape == (8, 8)
     assert item["seg"].shape == (8, 8) and item["seg"].dtype == torch.uint8
     assert torch.allclose(item["normal"].norm(dim=0), torch.ones(8, 8), atol=1e-5)
+    # Area resampling halves 16 → 8 by 2x2 means; the label map keeps existing class ids.
+    full = FaceDataset(tmp_path / "s", flip=False)[0]
+    expected_depth = full["depth"].reshape(8, 2, 8, 2).mean(dim=(1, 3))
+    assert torch.allclose(item["depth"], expected_depth, atol=1e-6)
+    assert set(item["seg"].unique().tolist()) <= set(full["seg"].unique().tolist())
 
 
 def test_bad_folders_are_one_line_errors(tmp_path):

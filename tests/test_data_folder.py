@@ -90,3 +90,13 @@ def test_read_meta_errors_are_one_line(tmp_path):
     with pytest.raises(Toon3dError, match="version") as err:
         folder.read_meta(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_contact_sheet_shrinks_large_tiles(tmp_path):
+    with folder.FolderWriter(tmp_path / "big", "images", 200) as w:
+        for i in range(3):
+            w.add(_image(40 * i, 200))
+    with Image.open(tmp_path / "big" / "contact_sheet.png") as sheet:
+        # 2 columns x 2 rows of 128px tiles with 2px gaps.
+        assert sheet.size == (2 * 130 + 2, 2 * 130 + 2)
+        assert sheet.getpixel((2 + 130 + 64, 2 + 64)) == (40, 40, 40)

@@ -53,14 +53,19 @@ def flip_gt(gt: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return flipped
 
 
+def _is_label_map(key: str, value: np.ndarray) -> bool:
+    # Segmentations and masks hold class ids: averaging neighbours would invent classes.
+    return not np.issubdtype(value.dtype, np.floating) and ("seg" in key or "mask" in key)
+
+
 def resize_gt(key: str, value: np.ndarray, size: int) -> np.ndarray:
-    """Resize one gt array ([S,S] or [C,S,S]) to size×size: labels by nearest, values by area/bilinear."""
+    """Resize one gt array ([S,S] or [C,S,S]) to size×size: seg/mask by nearest, values by area/bilinear."""
     if value.shape[-1] == size and value.shape[-2] == size:
         return value
     x = torch.from_numpy(value)
-    x = x[None, None] if x.dim() == 2 else x[None]
-    if not torch.is_floating_point(x):
-        out = F.interpolate(x.float(), size=(size, size), mode="nearest").to(x.dtype)
+    x = (x[None, None] if x.dim() == 2 else x[None]).float()
+    if _is_label_map(key, value):
+        out = F.interpolate(x, size=(size, size), mode="nearest")
     else:
         shrinking = size < x.shape[-1]
         out = F.interpolate(x, size=(size, size), mode="area" if shrinking else "bilinear",
@@ -68,7 +73,10 @@ def resize_gt(key: str, value: np.ndarray, size: int) -> np.ndarray:
         if key.startswith(NORMAL_PREFIX) and out.shape[1] == 3:
             out = F.normalize(out, dim=1)
     out = out[0, 0] if value.ndim == 2 else out[0]
-    return out.numpy()
+    if not np.issubdtype(value.dtype, np.floating):
+        info = np.iinfo(value.dtype)
+        out = out.round().clamp(info.min, info.max)
+    return out.numpy().astype(value.dtype)
 
 
 def _load_gt(path: Path) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 KINDS = ("synface", "cartoons", "images")
 INDEX_DIGITS = 6
 CONTACT_SHEET_COUNT = 64
+CONTACT_SHEET_TILE = 128  # tiles larger than this are shrunk, so a 1024px dataset's sheet stays small
 
 
 def image_path(root: str | os.PathLike, index: int) -> Path:
@@ -135,14 +136,23 @@ def write_contact_sheet(root: str | os.PathLike, count: int, limit: int = CONTAC
     n = min(count, limit)
     if n == 0:
         return None
-    first = Image.open(image_path(root, 0)).convert("RGB")
+
+    def tile(i: int) -> Image.Image:
+        with Image.open(image_path(root, i)) as im:
+            im = im.convert("RGB")
+        if max(im.size) > CONTACT_SHEET_TILE:
+            scale = CONTACT_SHEET_TILE / max(im.size)
+            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+        return im
+
+    first = tile(0)
     w, h = first.size
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
     sheet = Image.new("RGB", (cols * (w + padding) + padding, rows * (h + padding) + padding), "white")
     for i in range(n):
         r, c = divmod(i, cols)
-        im = first if i == 0 else Image.open(image_path(root, i)).convert("RGB")
+        im = first if i == 0 else tile(i)
         sheet.paste(im, (padding + c * (w + padding), padding + r * (h + padding)))
     path = Path(root) / "contact_sheet.png"
     sheet.save(path, format="PNG")
@@ -242,7 +252,3 @@ class FolderWriter:
         if self.contact_sheet:
             write_contact_sheet(self.root, count)
 
-
-def iter_indices(meta: Mapping[str, Any]) -> Iterable[int]:
-    """Indices 0..count-1 of a dataset described by `meta`."""
-    return range(int(meta["count"]))
