@@ -204,3 +204,22 @@ def test_cli_refuses_a_non_empty_out_without_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["data", "cartoons", "--n", "3", "--size", "32", "--out", str(out), "--overwrite"]) == 0
     assert json.loads((out / "meta.json").read_text())["count"] == 3
+
+
+@needs_node
+def test_a_crashing_node_script_is_a_one_line_error(tmp_path):
+    tool = tmp_path / "facesjs"
+    tool.mkdir()
+    (tool / "node_modules").symlink_to(cartoons.facesjs_dir() / "node_modules")
+    (tool / cartoons.SERVER_SCRIPT).write_text("import x from 'no-such-package';\n")
+    with pytest.raises(Toon3dError, match="ERR_MODULE_NOT_FOUND") as err:
+        with cartoons.FacesjsServer(tool_dir=tool):
+            pass
+    assert "\n" not in str(err.value) and "npm ci --prefix" in str(err.value)
+
+
+@needs_node
+def test_stopping_early_closes_the_server_cleanly():
+    with cartoons.FacesjsServer() as server:
+        first = next(server.faces(0, range(500)))
+    assert first["index"] == 0 and server._proc is None

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
@@ -135,10 +136,13 @@ class FacesjsServer:
         self.script = _check_tool(self.tool_dir)
         self.version = ""
         self._proc: subprocess.Popen | None = None
+        self._stderr: Any = None
 
     def __enter__(self) -> "FacesjsServer":
+        # stderr goes to a file: an unread pipe would block Node once 64 KB of warnings piled up.
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
         self._proc = subprocess.Popen([self.node, str(self.script)], cwd=self.tool_dir, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True,
                                       encoding="utf-8", bufsize=1)
         hello = self._read_line()
         self.version = str(hello.get("facesjs", ""))
@@ -154,20 +158,23 @@ class FacesjsServer:
             return
         try:
             proc.stdin.close()
+            proc.stdout.read()  # answers to requests nobody read (a consumer stopped early)
             proc.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
+        self._stderr.close()
 
     def _read_line(self) -> dict[str, Any]:
         line = self._proc.stdout.readline()
         if not line:
             self._proc.wait(timeout=10)
-            err = self._proc.stderr.read().strip().splitlines()
-            last = err[-1] if err else f"exit status {self._proc.returncode}"
-            raise Toon3dError(f"the facesjs Node process stopped ({last}); reinstall it with "
+            self._stderr.seek(0)
+            lines = [line.strip() for line in self._stderr.read().splitlines() if line.strip()]
+            errors = [line for line in lines if "Error" in line] or lines
+            reason = errors[0] if errors else f"exit status {self._proc.returncode}"
+            raise Toon3dError(f"the facesjs Node process stopped ({reason}); reinstall it with "
                               f"'npm ci --prefix {self.tool_dir}'")
         record = json.loads(line)
         if "error" in record:
