@@ -170,5 +170,7 @@ def test_bad_folders_are_one_line_errors(tmp_path):
     with pytest.raises(Toon3dError) as err:
         FaceDataset(root)
     assert "\n" not in str(err.value)
+    with pytest.raises(Toon3dError, match="size must be a positive"):
+        FaceDataset(root, size=0)
     with pytest.raises(IndexError):
         FaceDataset(_synface_like(tmp_path / "t", count=2))[2]

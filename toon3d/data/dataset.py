@@ -126,6 +126,8 @@ class FaceDataset(Dataset):
 
     def __init__(self, path: str | os.PathLike, size: int | None = None, flip: bool = True, seed: int = 0,
                  load_gt: bool = True, prefer_lmdb: bool = False) -> None:
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise Toon3dError(f"size must be a positive number of pixels, got {size!r}")
         self.source, self.root = resolve_source(path, prefer_lmdb=prefer_lmdb)
         self.flip = flip
         self.seed = int(seed)
@@ -146,8 +148,6 @@ class FaceDataset(Dataset):
             self.stored_size = self._lmdb.size
             self.length = len(self._lmdb)
             self.kind = "images"
-        if size is not None and size < 1:
-            raise Toon3dError(f"size must be a positive number of pixels, got {size}")
         self.size = int(size) if size is not None else self.stored_size
 
     def __len__(self) -> int:
