@@ -35,6 +35,7 @@ _EMPTY = torch.iinfo(torch.int64).max
 # Edge-function tolerance (in barycentric units) so samples lying exactly on a shared edge
 # are claimed by at least one of its two triangles despite rounding: no cracks in the mesh.
 _INSIDE_EPS = 1e-5
+_BOX_EPS = 1e-4
 # Candidate samples evaluated per tensor op; bounds the memory of one bucket chunk.
 _CHUNK = 1 << 22
 # Bounding-box extents (in samples) are rounded up to these sizes to form buckets.
@@ -121,77 +122,85 @@ def _plane_coefficients(tri_x: torch.Tensor, tri_y: torch.Tensor, tri_z: torch.T
     return torch.cat([bary, zinv], dim=1)
 
 
-def _visible_faces(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws: int,
-                   near: float, far: float, face_mask: torch.Tensor | None) -> torch.Tensor:
-    """No-grad z-buffer: for each of the B·Hs·Ws samples the winning flat face id (b·F + f), or -1."""
+def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws: int,
+             near: float, far: float, face_mask: torch.Tensor | None) -> torch.Tensor:
+    """No-grad z-buffer [B·Hs·Ws] int64: float32 depth bits << 32 | flat face id (b·F + f); _EMPTY if none."""
     b, n_faces = uv.shape[0], faces.shape[0]
     tri_x = uv[..., 0][:, faces].reshape(-1, 3)
     tri_y = uv[..., 1][:, faces].reshape(-1, 3)
     tri_z = z[:, faces].reshape(-1, 3)
     area = (tri_x[:, 1] - tri_x[:, 0]) * (tri_y[:, 2] - tri_y[:, 0]) - \
            (tri_x[:, 2] - tri_x[:, 0]) * (tri_y[:, 1] - tri_y[:, 0])
-    xmin = tri_x.amin(1).ceil().clamp_min(0)
-    xmax = tri_x.amax(1).floor().clamp_max(ws - 1)
-    ymin = tri_y.amin(1).ceil().clamp_min(0)
-    ymax = tri_y.amax(1).floor().clamp_max(hs - 1)
+    # The box is widened by _BOX_EPS samples so that a sample a rounding error outside a
+    # vertex still reaches the edge-function test, which has its own tolerance.
+    xmin = (tri_x.amin(1) - _BOX_EPS).ceil().clamp_min(0)
+    xmax = (tri_x.amax(1) + _BOX_EPS).floor().clamp_max(ws - 1)
+    ymin = (tri_y.amin(1) - _BOX_EPS).ceil().clamp_min(0)
+    ymax = (tri_y.amax(1) + _BOX_EPS).floor().clamp_max(hs - 1)
     keep = (tri_z.amin(1) > 1e-6) & (area.abs() > 1e-12) & (xmin <= xmax) & (ymin <= ymax)
     if face_mask is not None:
         keep &= face_mask.reshape(-1)
-    tid = keep.nonzero().squeeze(1)
     zbuf = torch.full((b * hs * ws,), _EMPTY, dtype=torch.int64, device=uv.device)
-    if tid.numel() == 0:
-        return torch.full_like(zbuf, -1)
-    if tid.numel() < keep.numel():
-        tri_x, tri_y, tri_z = tri_x[tid], tri_y[tid], tri_z[tid]
-        xmin, xmax, ymin, ymax = xmin[tid], xmax[tid], ymin[tid], ymax[tid]
-    coef = _plane_coefficients(tri_x, tri_y, tri_z, xmin, ymin)
     nx = (xmax - xmin).long() + 1
     ny = (ymax - ymin).long() + 1
+    extents = torch.tensor(_EXTENTS, device=uv.device)
+    bucket = torch.searchsorted(extents, nx.clamp_min(1)) * len(_EXTENTS) + \
+        torch.searchsorted(extents, ny.clamp_min(1))
+    # Dropped triangles get a bucket past every real one; sorting makes each bucket contiguous.
+    bucket = torch.where(keep, bucket, len(_EXTENTS) ** 2)
+    keys, counts = torch.unique(bucket, return_counts=True)
+    keys, counts = keys.tolist(), counts.tolist()
+    if keys[-1] == len(_EXTENTS) ** 2:
+        keys, counts = keys[:-1], counts[:-1]
+    if not keys:
+        return zbuf
+    if len(keys) > 1 or sum(counts) < bucket.numel():
+        tid = torch.argsort(bucket)[:sum(counts)]
+        tri_x, tri_y, tri_z = tri_x[tid], tri_y[tid], tri_z[tid]
+        xmin, ymin, nx, ny = xmin[tid], ymin[tid], nx[tid], ny[tid]
+    else:
+        tid = torch.arange(bucket.numel(), device=uv.device)
+    coef = _plane_coefficients(tri_x, tri_y, tri_z, xmin, ymin)
     # Flat sample index of each triangle's bounding-box corner.
     corner = (torch.div(tid, n_faces, rounding_mode="floor") * hs + ymin.long()) * ws + xmin.long()
-    extents = torch.tensor(_EXTENTS, device=uv.device)
-    bucket = torch.searchsorted(extents, nx) * len(_EXTENTS) + torch.searchsorted(extents, ny)
-    keys = torch.unique(bucket).tolist()
-    for key in keys:
+    first = 0
+    for key, count in zip(keys, counts):
         kx, ky = _EXTENTS[key // len(_EXTENTS)], _EXTENTS[key % len(_EXTENTS)]
-        members = None if len(keys) == 1 else (bucket == key).nonzero().squeeze(1)
-        count = tid.numel() if members is None else members.numel()
         step = max(1, _CHUNK // (kx * ky))
         oy, ox = torch.meshgrid(torch.arange(ky, device=uv.device), torch.arange(kx, device=uv.device),
                                 indexing="ij")
-        basis = torch.stack([torch.ones_like(ox), ox, oy]).reshape(3, -1).to(uv.dtype)  # [3,ky·kx]
-        exact = kx == _EXTENTS[min(kx, 4) - 1] and ky == _EXTENTS[min(ky, 4) - 1] and max(kx, ky) <= 4
-        for start in range(0, count, step):
-            if members is None:
-                m = slice(start, min(start + step, count))
-                first = start
-            else:
-                m = members[start:start + step]
+        oy, ox = oy.reshape(-1), ox.reshape(-1)
+        basis = torch.stack([torch.ones_like(ox), ox, oy]).to(uv.dtype)  # [3,ky·kx]
+        offset = oy * ws + ox
+        exact = max(kx, ky) <= 4  # extents up to 4 are not rounded: every candidate is in the box
+        for start in range(first, first + count, step):
+            m = slice(start, min(start + step, first + count))
             cf = coef[m]
             val = (cf.reshape(-1, 3) @ basis).view(cf.shape[0], 4, -1)  # [n,4,ky·kx]
             inside = val[:, :3].amin(1) >= -_INSIDE_EPS
             if not exact:
-                inside &= (ox.reshape(1, -1) < nx[m, None]) & (oy.reshape(1, -1) < ny[m, None])
+                inside &= (ox < nx[m, None]) & (oy < ny[m, None])
             zinv = val[:, 3]
             inside &= (zinv > 1.0 / far) & (zinv < 1.0 / near)
             hit_t, hit_s = inside.nonzero(as_tuple=True)
             if hit_t.numel() == 0:
                 continue
-            t_hit = hit_t + first if members is None else m[hit_t]
-            pix = corner[t_hit] + oy.reshape(-1)[hit_s] * ws + ox.reshape(-1)[hit_s]
+            t_hit = hit_t + start
+            pix = corner[t_hit] + offset[hit_s]
             bits = (1.0 / zinv[hit_t, hit_s]).float().view(torch.int32).to(torch.int64)
             zbuf.scatter_reduce_(0, pix, (bits << 32) | tid[t_hit], reduce="amin")
-    face = zbuf & 0xFFFFFFFF
-    return torch.where(zbuf == _EMPTY, torch.full_like(face, -1), face)
+        first += count
+    return zbuf
 
 
 def rasterise(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size: int | tuple[int, int],
               near: float = 0.1, far: float = 10.0, supersample: int = 1, pixel_offset: float = 0.5,
-              face_mask: torch.Tensor | None = None) -> Fragments:
+              face_mask: torch.Tensor | None = None, need_bary: bool = True) -> Fragments:
     """Rasterise camera-space vertices [B,N,3] with faces [F,3] into an (S·supersample)² sample grid.
 
     Sample j of the fine grid lies at pixel coordinate u = (j + 0.5)/supersample - 0.5 + pixel_offset
-    (same for rows). face_mask [B,F] bool drops faces per batch element.
+    (same for rows). face_mask [B,F] bool drops faces per batch element. Without `need_bary`
+    (and without autograd) the depth comes straight from the z-buffer and bary/verts/zk are empty.
     """
     _check_inputs(vertices, faces, face_mask)
     b, n_verts, _ = vertices.shape
@@ -203,10 +212,17 @@ def rasterise(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size
     uv = (uv - pixel_offset + 0.5) * supersample - 0.5
     z = vertices[..., 2]
     with torch.no_grad():
-        face_id = _visible_faces(uv.detach().float(), z.detach().float(), faces, hs, ws, near, far,
-                                 None if face_mask is None else face_mask.bool())
-    pix = (face_id >= 0).nonzero().squeeze(1)
-    fid = face_id[pix]
+        zbuf = _zbuffer(uv.detach().float(), z.detach().float(), faces, hs, ws, near, far,
+                        None if face_mask is None else face_mask.bool())
+    covered = zbuf != _EMPTY
+    if not need_bary and not (torch.is_grad_enabled() and vertices.requires_grad):
+        depth = (zbuf >> 32).to(torch.int32).view(torch.float32).to(vertices.dtype)
+        depth = torch.where(covered, depth, torch.full_like(depth, far)).reshape(b, hs, ws)
+        empty = torch.empty(0, 3, dtype=vertices.dtype, device=vertices.device)
+        return Fragments(pix=empty[:, 0].long(), verts=empty.long(), bary=empty, zk=empty,
+                         depth=depth, covered=covered.reshape(b, hs, ws))
+    pix = covered.nonzero().squeeze(1)
+    fid = zbuf[pix] & 0xFFFFFFFF
     batch_of = torch.div(fid, faces.shape[0], rounding_mode="floor")
     verts = faces[fid - batch_of * faces.shape[0]] + (batch_of * n_verts).unsqueeze(1)
     uv_flat = uv.reshape(-1, 2)
@@ -218,8 +234,7 @@ def rasterise(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size
     depth_pix = 1.0 / (bary / zk).sum(-1)
     depth = torch.full((b * hs * ws,), far, dtype=vertices.dtype, device=vertices.device)
     depth = depth.index_put((pix,), depth_pix).reshape(b, hs, ws)
-    covered = (face_id >= 0).reshape(b, hs, ws)
-    return Fragments(pix=pix, verts=verts, bary=bary, zk=zk, depth=depth, covered=covered)
+    return Fragments(pix=pix, verts=verts, bary=bary, zk=zk, depth=depth, covered=covered.reshape(b, hs, ws))
 
 
 def interpolate(fragments: Fragments, attributes: torch.Tensor, background: float | torch.Tensor = 0.0) -> torch.Tensor:
@@ -245,7 +260,7 @@ def render_depth(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, s
     """
     ss = 2 if anti_aliasing else 1
     frags = rasterise(vertices, faces, K, size, near=near, far=far, supersample=ss,
-                      pixel_offset=pixel_offset, face_mask=face_mask)
+                      pixel_offset=pixel_offset, face_mask=face_mask, need_bary=False)
     depth = frags.depth
     if ss > 1:
         depth = torch.nn.functional.avg_pool2d(depth.unsqueeze(1), ss).squeeze(1)
