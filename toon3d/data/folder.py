@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping
@@ -183,6 +184,8 @@ class FolderWriter:
         self.contact_sheet = contact_sheet
         self._labels: dict[int, dict[str, Any]] = {}
         self._written: set[int] = set()
+        self._next_index = 0
+        self._lock = threading.Lock()  # put() may be called from writer threads (SynFace does)
         self._ctx: Any = None
         self.root: Path | None = None  # the hidden folder being filled; valid inside `with`
 
@@ -210,7 +213,7 @@ class FolderWriter:
     def add(self, image: Any, gt: Mapping[str, np.ndarray] | None = None,
             label: Mapping[str, Any] | None = None) -> int:
         """Write the next image (PIL, [H,W,3] uint8 or [3,H,W] in [-1,1]) with optional gt/label; returns its index."""
-        index = max(self._written) + 1 if self._written else 0
+        index = self._next_index
         self.put(index, image, gt=gt, label=label)
         return index
 
@@ -227,7 +230,12 @@ class FolderWriter:
             write_gt(self.root, index, gt)
         if label is not None:
             self._labels[index] = {"index": index, **{k: v for k, v in label.items() if k != "index"}}
-        self._written.add(index)
+        self._record(index)
+
+    def _record(self, index: int) -> None:
+        with self._lock:
+            self._written.add(index)
+            self._next_index = max(self._next_index, index + 1)
 
     def mark_written(self, index: int, label: Mapping[str, Any] | None = None) -> None:
         """Record image `index` as written by someone else (e.g. a worker process) into `self.root`."""
@@ -235,7 +243,7 @@ class FolderWriter:
             raise RuntimeError(f"image {index} was not written into {self.root}")
         if label is not None:
             self._labels[index] = {"index": index, **{k: v for k, v in label.items() if k != "index"}}
-        self._written.add(index)
+        self._record(index)
 
     def _finish(self) -> None:
         count = len(self._written)
