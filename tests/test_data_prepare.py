@@ -154,3 +154,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path, photo_folder, capsys):
         prepare.prepare_folder(photo_folder, photo_folder / "out", prepare.PrepareSettings(size=16), progress=False)
     with pytest.raises(Toon3dError, match="--size"):
         prepare.prepare_folder(photo_folder, tmp_path / "o", prepare.PrepareSettings(size=2), progress=False)
+
+
+def test_lmdb_writer_grows_a_full_map(tmp_path, monkeypatch):
+    from toon3d.data import lmdb_store
+
+    monkeypatch.setattr(lmdb_store, "_INITIAL_MAP_SIZE", 64 * 1024)
+    rng = np.random.default_rng(0)
+    with lmdb_store.LmdbWriter(tmp_path / "db", 64) as writer:
+        for i in range(20):  # noise JPEGs at quality 100: ~10 KB each, far beyond 64 KB in all
+            writer.put(i, Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    reader = LmdbReader(tmp_path / "db")
+    assert len(reader) == 20 and reader.get_image(19).size == (64, 64)

@@ -63,7 +63,10 @@ class LmdbWriter:
         import lmdb
 
         self.path.mkdir(parents=True, exist_ok=True)
-        self._env = lmdb.open(str(self.path), map_size=_INITIAL_MAP_SIZE, readahead=False, meminit=False)
+        # sync=False: no fsync per image; one env.sync() at the end (the folder is renamed into
+        # place only after that, so a crash never leaves a half-written database behind).
+        self._env = lmdb.open(str(self.path), map_size=_INITIAL_MAP_SIZE, readahead=False, meminit=False,
+                              sync=False)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -71,7 +74,7 @@ class LmdbWriter:
         try:
             if exc_type is None:
                 self._put_raw(LENGTH_KEY, str(self.count).encode("utf-8"))
-                self._env.sync()
+                self._env.sync(True)
         finally:
             self._env.close()
             self._env = None
