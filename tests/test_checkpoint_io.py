@@ -71,6 +71,19 @@ def test_namespace_args_are_accepted(tmp_path: Path, use_zip: bool) -> None:
     assert torch.equal(ckpt["g_ema"]["w"], torch.arange(3.0))
 
 
+def test_training_checkpoint_with_optimiser_state_loads(tmp_path: Path) -> None:
+    net = torch.nn.Linear(3, 2)
+    optim = torch.optim.Adam(net.parameters(), lr=0.002, betas=(0.0, 0.99))
+    net(torch.ones(1, 3)).sum().backward()
+    optim.step()
+    path = tmp_path / "010000.pt"
+    torch.save({"g": net.state_dict(), "g_optim": optim.state_dict(), "ada_aug_p": 0.3,
+                "args": argparse.Namespace(iter=10000, augment=False)}, path)
+    ckpt = load_torch_checkpoint(path)
+    assert ckpt["g_optim"]["param_groups"][0]["betas"] == (0.0, 0.99)
+    assert torch.equal(ckpt["g_optim"]["state"][0]["exp_avg"], optim.state_dict()["state"][0]["exp_avg"])
+
+
 @pytest.mark.parametrize("use_zip", [True, False])
 def test_truncated_file_is_one_line_error(tmp_path: Path, use_zip: bool) -> None:
     full = tmp_path / "full.pt"

@@ -250,6 +250,11 @@ def test_not_stylegan_and_wrong_entries(tmp_path: Path) -> None:
     torch.save({"g_ema": {"style.1.weight": torch.zeros(4, 4)}}, path)
     with pytest.raises(Toon3dError, match="generator weights are incomplete"):
         load_generator(path)
+    shapes = rosinality_generator_shapes(16, cm=1, n_mlp=1, style_dim=8, cmax=8)
+    state = {k: v for k, v in synthetic_state(shapes).items() if not k.startswith(("to_rgbs.1", "convs.2", "convs.3"))}
+    torch.save({"g_ema": state}, path)
+    with pytest.raises(Toon3dError, match=r"stop at 8 px \(only 1 ToRGB layers\)"):
+        load_generator(path)
 
 
 def test_nan_weights_and_bad_latent_avg(tmp_path: Path, small_shapes) -> None:

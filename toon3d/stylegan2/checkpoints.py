@@ -119,6 +119,9 @@ def infer_generator_config(state: Mapping[str, torch.Tensor], name: str = "check
         raise Toon3dError(f"{name}: generator layers are not numbered like a StyleGAN2 generator "
                           f"(style {mlp}, convs {len(convs)}, to_rgbs {len(rgbs)}); pass a rosinality checkpoint")
     size = 2 ** (len(rgbs) + 2)
+    if size < 16:
+        raise Toon3dError(f"{name}: generator weights stop at {size} px (only {len(rgbs)} ToRGB layers); "
+                          "the file is incomplete, pass a full rosinality checkpoint")
     if size > _MAX_SIZE:
         raise Toon3dError(f"{name}: {len(rgbs)} upsampling blocks give size {size}, which is not supported")
     multiplier, cap = _fit_multiplier_and_cap(widths, name)
@@ -143,7 +146,7 @@ def infer_discriminator_config(state: Mapping[str, torch.Tensor], name: str = "c
     return {"size": size, "channel_multiplier": multiplier, "channel_max": cap}
 
 
-def _apply_overrides(found: dict, overrides: ArchOverrides | None, name: str, what: str) -> dict:
+def check_overrides(found: dict, overrides: ArchOverrides | None, name: str, what: str) -> dict:
     """Check user-asserted values against the file; equivalent values (same shapes) are accepted."""
     config = dict(found)
     if overrides is None:
@@ -243,7 +246,7 @@ def generator_from_state(state: Mapping[str, torch.Tensor], overrides: ArchOverr
 
     state = strip_module_prefix(state)
     if config is None:
-        config = _apply_overrides(infer_generator_config(state, name), overrides, name, "generator")
+        config = check_overrides(infer_generator_config(state, name), overrides, name, "generator")
     generator = Generator(**config)
     generator.load_state_dict(_complete_state(generator, state, name, "generator"), strict=True)
     return generator.eval()
@@ -256,7 +259,7 @@ def discriminator_from_state(state: Mapping[str, torch.Tensor], overrides: ArchO
 
     state = strip_module_prefix(state)
     found = infer_discriminator_config(state, name)
-    config = _apply_overrides(found, overrides, name, "discriminator")
+    config = check_overrides(found, overrides, name, "discriminator")
     discriminator = Discriminator(**config)
     discriminator.load_state_dict(_complete_state(discriminator, state, name, "discriminator"), strict=True)
     return discriminator
@@ -313,7 +316,7 @@ def _load_generator_file(path: Path, overrides: ArchOverrides | None,
     if "blur_kernel" in config:
         config["blur_kernel"] = tuple(config["blur_kernel"])
     if overrides is not None:
-        _apply_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "generator")
+        check_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "generator")
     state = {k[2:]: v for k, v in model.state_dict.items() if k.startswith("g.")}
     generator = generator_from_state(state, None, path.name, config=config)
     mean, mean_source = _mean_latent(generator, config["style_dim"], model.state_dict.get("latent_avg"),
