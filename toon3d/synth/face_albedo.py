@@ -67,6 +67,8 @@ def canonical_albedo(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: tor
     img = over(img, torch.full_like(img, 0.95), glint)
     img = over(img, torch.full_like(img, 0.06), parts.lash)
 
+    img = img * (1 - 0.18 * parts.wrinkles[:, None])
+
     # Nostrils, lips, mouth inside, teeth.
     img = over(img, img * 0.35, parts.nostrils)
     lip_c = _rgb(lerp_palette(LIP, p.lip_color)) * (0.55 + 0.45 * _rgb(skin_c).mean(1, keepdim=True) / 0.7)

@@ -20,10 +20,14 @@ FAR_CANON = 1.1           # canonical depth outside the head (dropped by the can
 
 
 def _cap_depth(q: torch.Tensor, front, relief) -> torch.Tensor:
-    """Depth of an ellipsoid cap with front depth `front` and rim `front + relief`; far outside."""
-    inside = q < 1.0
-    z = front + relief * (1.0 - (1.0 - q.clamp(max=1.0)).sqrt())
-    return torch.where(inside, z, torch.full_like(z, FAR_CANON + 0.05))
+    """Depth of a rounded cap: `front` at q=0, `front + relief` at the rim q=1, sloping on outside.
+
+    A sphere's sqrt profile has an infinite slope at the rim, which turns into long stretched
+    triangles (streaks) in turned views; this profile keeps a finite slope (3·relief per unit q)
+    and continues linearly past the rim so neighbouring layers meet without a cliff.
+    """
+    inner = (1.0 - (1.0 - 0.96 * q.clamp(max=1.0)).sqrt()) / 0.8
+    return front + relief * torch.where(q < 1.0, inner, 1.0 + 3.0 * (q - 1.0))
 
 
 def canonical_depth(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: torch.Tensor,
@@ -71,22 +75,25 @@ def canonical_depth(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: torc
 
     # Ears and neck sit behind the face oval.
     ear_z = FACE_FRONT + 0.036 * fd
-    neck_z = FACE_FRONT + 0.05 * fd + 0.025 * (ax / (0.5 * lay.jaw_rx)).clamp(max=1.2).square()
+    neck_z = FACE_FRONT + 0.05 * fd + 0.04 * (ax / (0.5 * lay.jaw_rx)).clamp(max=1.3).square()
     z = torch.where(parts.face > 0.5, z, torch.where(parts.ears > 0.5, ear_z + 0 * z, neck_z + 0 * z))
 
     # Hair: a volume over the skull (in front of the face where it covers it), a curtain behind.
     vol = col(p.hair_volume)
     phase = col(p.hair_phase) * 6.2832
+    # Strand ripples fade out towards the volume's rim, where the surface turns away steeply.
     strands = 0.0006 * torch.sin(torch.atan2(x, -(y - lay.top_y + 0.3)) * 70.0 + phase)
-    cap = _cap_depth(parts.hair_cap_q, FACE_FRONT - 0.004 - 0.008 * vol, (0.05 + 0.01 * vol) * fd) + strands
-    curtain = FACE_FRONT + 0.045 * fd + 0.012 * (x / lay.hw).square().clamp(max=1.5) + strands
-    hair_z = torch.where(parts.hair_cap_q < 1.0, torch.minimum(cap, curtain), curtain)
+    cap = _cap_depth(parts.hair_cap_q, FACE_FRONT - 0.004 - 0.008 * vol, (0.05 + 0.01 * vol) * fd)
+    cap = cap + strands * (1 - parts.hair_cap_q.clamp(0, 1))
+    # Long hair wraps backwards around the head, so turned heads do not show a flat board.
+    curtain = FACE_FRONT + 0.042 * fd + 0.04 * (x / lay.hw).square().clamp(max=1.6)
+    hair_z = torch.minimum(cap, curtain)
     on_face = (parts.face > 0.5) | (parts.ears > 0.5)
     hair_z = torch.where(on_face, torch.minimum(hair_z, z - 0.001), hair_z)
     z = torch.where(parts.hair > 0.5, hair_z, z)
 
-    # Glasses frames float a little in front of the face.
-    frame_z = torch.minimum(z - 0.004, torch.full_like(z, FACE_FRONT - 0.012))
+    # Glasses frames float a little in front of the surface under them.
+    frame_z = z - 0.005
     z = torch.where(parts.glasses > 0.5, frame_z, z)
 
     return torch.where(parts.head > 0.5, z, torch.full_like(z, FAR_CANON)).clamp(0.85, FAR_CANON)

@@ -9,6 +9,7 @@ outside it (the locality the 3D and editing stages are measured with).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -69,7 +70,7 @@ def face_layout(p: SynFaceParams) -> FaceLayout:
         nose_tip=col(EYE_Y + 0.285 * p.nose_length),
         nose_w=col(p.nose_width),
         mouth_y=col(MOUTH_Y + 0.02 * (p.nose_length - 1.0)),
-        mouth_w=col(0.15 * p.mouth_width),
+        mouth_w=col(0.165 * p.mouth_width),
         chin_y=chin_y, top_y=top_y,
     )
 
@@ -110,6 +111,7 @@ class FaceParts:
     hair_cap_q: torch.Tensor  # squared radius of the hair volume ellipse
     hair_curtain: torch.Tensor  # long hair hanging behind the face
     brows: torch.Tensor
+    wrinkles: torch.Tensor    # forehead lines of raised brows
     eye_open: torch.Tensor    # visible eyeball between the lids
     iris: torch.Tensor
     pupil: torch.Tensor
@@ -219,27 +221,30 @@ def face_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tens
 
     # Brows: a tapered arc; raising moves it up.
     bx = (ax - lay.brow_cx) / lay.brow_len
-    by = lay.brow_y - 0.055 * raised
+    by = lay.brow_y - 0.07 * raised
     arch = (0.02 + 0.035 * col(p.brow_arch)) * (1 + 0.3 * raised)
     centre = by - arch * (1 - bx.square()).clamp(min=0) + 0.02 * col(p.brow_tilt) * bx
     thick = 0.018 * col(p.brow_thickness) * (1.0 - 0.45 * smoothstep(-0.6, 1.0, bx))
     brows = coverage(torch.maximum((y - centre).abs() - thick, (bx.abs() - 1.0) * lay.brow_len), e)
+    wrinkle_y = (lay.brow_y - 0.1 - y) / 0.028
+    wrinkles = raised * (0.5 + 0.5 * torch.cos(wrinkle_y * 2 * math.pi)) * compact_bump(
+        ellipse_q(ax, y, lay.brow_cx * 0.7, lay.brow_y - 0.13, 0.2, 0.06))
 
     # Mouth: lips around a mouth line whose corners rise with the smile.
-    mw = lay.mouth_w * (1 + 0.14 * smile)
+    mw = lay.mouth_w * (1 + 0.2 * smile)
     mx = x / mw
     mspan = (1 - mx.square()).clamp(min=0)
-    line = lay.mouth_y - 0.04 * smile * (mx.square() - 0.25)
-    gap = 0.05 * mopen * mspan.sqrt()
+    line = lay.mouth_y - 0.075 * smile * (mx.square() - 0.3)
+    gap = (0.05 * mopen + 0.012 * smile * (1 - mopen)) * mspan.sqrt()
     lt = col(p.lip_thickness) * (1 - 0.25 * smile)
     cupid = 1 - 0.25 * torch.exp(-(mx / 0.12).square())
-    up_top = line - gap - 0.030 * lt * mspan.pow(0.5) * cupid - 0.004
-    lo_bot = line + gap + 0.038 * lt * mspan.pow(0.6) + 0.003
+    up_top = line - gap - 0.034 * lt * mspan.pow(0.5) * cupid - 0.004
+    lo_bot = line + gap + 0.044 * lt * mspan.pow(0.6) + 0.003
     mside = (mx.abs() - 1.0) * mw
     lip_upper = _between(y, up_top, line - gap, mside, e)
     lip_lower = _between(y, line + gap, lo_bot, mside, e)
     mouth_inside = _between(y, line - gap, line + gap, mside, e)
-    teeth = mouth_inside * coverage(y - (line - gap + 0.022), e) * coverage(mx.abs() - 0.75, e)
+    teeth = mouth_inside * coverage(y - (line - gap + 0.018 + 0.01 * mopen), e) * coverage(mx.abs() - 0.8, e)
     lip_upper = lip_upper * (1 - mouth_inside)
     lip_lower = lip_lower * (1 - mouth_inside)
 
@@ -270,9 +275,10 @@ def face_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tens
                                                                             ax - lay.hw * 1.02)), e)
     glasses = g_on * _union(rim, bridge, arm)
 
-    head = _union(face, ears, neck, hair)
+    # The head mask is where some layer dominates (> 0.5), so every head pixel has a layer's depth.
+    head = torch.maximum(torch.maximum(face, ears), torch.maximum(neck, hair))
     return FaceParts(cranium_q=cranium_q, jaw_q=jaw_q, face=face, ears=ears, neck=neck, hair=hair,
                      hair_cap_q=hair_cap_q, hair_curtain=hair_curtain, brows=brows, eye_open=eye_open,
-                     iris=iris, pupil=pupil, iris_r=iris_r, lash=lash, crease=crease, lip_upper=lip_upper,
+                     wrinkles=wrinkles, iris=iris, pupil=pupil, iris_r=iris_r, lash=lash, crease=crease, lip_upper=lip_upper,
                      lip_lower=lip_lower, mouth_inside=mouth_inside, teeth=teeth, nostrils=nostrils,
                      nose=nose, glasses=glasses, head=head, windows=win)
