@@ -28,7 +28,7 @@ def fused_leaky_relu_(x: torch.Tensor, bias: torch.Tensor | None = None, negativ
     if bias is not None:
         x.add_(bias.view(1, -1, *([1] * (x.ndim - 2))))
     F.leaky_relu_(x, negative_slope)
-    return x.mul_(scale)
+    return x.mul_(scale) if scale != 1.0 else x
 
 
 class FusedLeakyReLU(nn.Module):

@@ -56,14 +56,20 @@ def upfirdn2d(
         # (pad k-1 before, k-up after) without materialising the zeros; F.pad then moves the
         # window to the requested pads (negative values crop).
         weight = _depthwise(kernel, channels, x)
-        out = F.conv_transpose2d(x, weight, stride=up, groups=channels)
-        out = F.pad(out, [x0 - (kw - 1), x1 - (kw - up), y0 - (kh - 1), y1 - (kh - up)])
+        pads = [x0 - (kw - 1), x1 - (kw - up), y0 - (kh - 1), y1 - (kh - up)]
+        if pads[0] == pads[1] <= 0 and pads[2] == pads[3] <= 0:
+            # Equal crops on both sides are the transposed conv's own padding (no extra copy).
+            out = F.conv_transpose2d(x, weight, stride=up, groups=channels, padding=(-pads[2], -pads[0]))
+        else:
+            out = F.pad(F.conv_transpose2d(x, weight, stride=up, groups=channels), pads)
         if down > 1:
             out = out[:, :, ::down, ::down]
         return out
-    out = F.pad(x, [x0, x1, y0, y1])
     weight = _depthwise(torch.flip(kernel, [0, 1]), channels, x)
-    return F.conv2d(out, weight, stride=down, groups=channels)
+    if x0 == x1 >= 0 and y0 == y1 >= 0:
+        # Symmetric zero padding is the conv's own padding (no padded copy of x).
+        return F.conv2d(x, weight, stride=down, groups=channels, padding=(y0, x0))
+    return F.conv2d(F.pad(x, [x0, x1, y0, y1]), weight, stride=down, groups=channels)
 
 
 def upfirdn2d_naive(

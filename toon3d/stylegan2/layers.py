@@ -76,8 +76,10 @@ class ModulatedConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, upsample={self.upsample}, "
                 f"downsample={self.downsample}, demodulate={self.demodulate}, path={self.path!r}")
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
-        """Spatial part shared by both paths; weight [groups*out, in, k, k]."""
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, groups: int = 1, transposed: bool = False) -> torch.Tensor:
+        """Spatial part shared by both paths; weight [groups*out, in, k, k] ([in, out, k, k] if ``transposed``)."""
+        if self.upsample and transposed:
+            return self.blur(F.conv_transpose2d(x, weight, stride=2))
         if self.upsample:
             k = self.kernel_size
             w = weight.view(groups, -1, self.in_channels, k, k).transpose(1, 2)
@@ -85,13 +87,16 @@ class ModulatedConv2d(nn.Module):
             return self.blur(F.conv_transpose2d(x, w, stride=2, groups=groups))
         if self.downsample:
             return F.conv2d(self.blur(x), weight, stride=2, groups=groups)
+        if self.kernel_size == 1 and groups == 1:
+            return _conv1x1(x, weight[:, :, 0, 0])
         return F.conv2d(x, weight, padding=self.padding, groups=groups)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x [B,in,H,W], w [B,style_dim] -> [B,out,H',W'] (H' = 2H when upsampling)."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """x [B,in,H,W], w [B,style_dim] -> gain * conv [B,out,H',W'] (H' = 2H when upsampling)."""
         if self.path == "reference":
-            return self._forward_reference(x, w)
-        return self._forward_fast(x, w)
+            out = self._forward_reference(x, w)
+            return out * gain if gain != 1.0 else out
+        return self._forward_fast(x, w, gain)
 
     def _forward_reference(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         batch, in_ch, h, wd = x.shape
@@ -105,25 +110,49 @@ class ModulatedConv2d(nn.Module):
         out = self._conv(x.reshape(1, batch * in_ch, h, wd), weight, groups=batch)
         return out.view(batch, self.out_channels, out.shape[2], out.shape[3])
 
+    def _derived(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [out,in,k,k] or, when upsampling, its contiguous transpose [in,out,k,k]; ``sum_k W^2`` [out,in]).
+
+        Cached while the weight is unchanged and no autograd graph is being recorded.
+        """
+        w = self.weight[0]
+        if torch.is_grad_enabled():
+            return (w.transpose(0, 1) if self.upsample else w), w.square().sum([2, 3])
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.device, self.weight.dtype)
+        if getattr(self, "_derived_key", None) != key:
+            self._derived_cache = (w.transpose(0, 1).contiguous() if self.upsample else w, w.square().sum([2, 3]))
+            self._derived_key = key
+        return self._derived_cache
+
     def demod_coefficients(self, style: torch.Tensor) -> torch.Tensor:
         """``rsqrt(sum_{i,k} (scale W s)^2 + eps)`` without per-sample weights: style [B,in] -> [B,out]."""
-        w2 = self.weight[0].square().sum([2, 3]) * (self.scale**2)
-        return torch.rsqrt(style.square() @ w2.t() + self.eps)
+        return torch.rsqrt((style.square() @ self._derived()[1].t()) * self.scale**2 + self.eps)
 
-    def _forward_fast(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _forward_fast(self, x: torch.Tensor, w: torch.Tensor, gain: float) -> torch.Tensor:
         batch = x.shape[0]
         style = self.modulation(w)
-        weight = self.weight[0] * self.scale
-        demod = self.demod_coefficients(style) if self.demodulate else None
-        if batch == 1:
-            weight = weight * style.view(1, -1, 1, 1)
-            if demod is not None:
-                weight = weight * demod.view(-1, 1, 1, 1)
-            return self._conv(x, weight)
-        out = self._conv(x * style.view(batch, -1, 1, 1), weight)
-        if demod is not None:
-            out = out * demod.view(batch, -1, 1, 1)
-        return out
+        weight = self._derived()[0]
+        # Per-(sample, output) factor: equalized-lr scale x demodulation x caller's gain.
+        out_scale = self.demod_coefficients(style) * (self.scale * gain) if self.demodulate else None
+        if batch == 1 and x.numel() >= weight.numel():
+            # One sample, large activations: modulate the (smaller) weight, one pass over it.
+            factor = style.view(1, -1) * (out_scale.view(-1, 1) if out_scale is not None else self.scale * gain)
+            if self.upsample:
+                factor = factor.t()
+            return self._conv(x, weight * factor[:, :, None, None], transposed=True)
+        # Batches (and tiny activations): scale the input, share one weight, scale the output.
+        if out_scale is None:
+            return self._conv(x * (style * (self.scale * gain)).view(batch, -1, 1, 1), weight, transposed=True)
+        out = self._conv(x * style.view(batch, -1, 1, 1), weight, transposed=True)
+        return out * out_scale.view(batch, -1, 1, 1)
+
+
+def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """1x1 conv as a matrix product (much faster than a conv with 3 outputs): x [B,I,H,W], weight [O,I] -> [B,O,H,W]."""
+    b, i, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return (x.permute(0, 2, 3, 1) @ weight.t()).permute(0, 3, 1, 2)
+    return (weight @ x.reshape(b, i, h * w)).view(b, -1, h, w)
 
 
 class NoiseInjection(nn.Module):
@@ -170,16 +199,18 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """x [B,in,H,W], w [B,style_dim], noise [B or 1,1,H',W'] or None (random) -> [B,out,H',W']."""
-        out = self.conv(x, w)
         if torch.is_grad_enabled() or self.conv.path == "reference":
-            return self.activate(self.noise(out, noise, generator))
-        # Inference: same operations, in place on the fresh conv output (saves three
-        # full-size temporaries per layer at 128-256 px).
+            return self.activate(self.noise(self.conv(x, w), noise, generator))
+        # Inference: leaky_relu(a)*g == leaky_relu(g*a) for g > 0, so the sqrt(2) gain is
+        # folded into the conv's output scale, the noise strength and the bias, and the rest
+        # runs in place on the fresh conv output (two full-size passes fewer per layer).
+        gain = self.activate.scale
+        out = self.conv(x, w, gain=gain)
         if noise is None:
             b, _, h, wd = out.shape
             noise = torch.randn(b, 1, h, wd, generator=generator, device=out.device, dtype=out.dtype)
-        out.add_(self.noise.weight * noise)
-        return fused_leaky_relu_(out, self.activate.bias, self.activate.negative_slope, self.activate.scale)
+        out.add_(noise * (self.noise.weight * gain))
+        return fused_leaky_relu_(out, self.activate.bias * gain, self.activate.negative_slope, 1.0)
 
 
 class ToRGB(nn.Module):
