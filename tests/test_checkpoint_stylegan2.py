@@ -19,6 +19,7 @@ from toon3d.stylegan2.checkpoints import (
     infer_generator_config,
     load_discriminator,
     load_generator,
+    save_discriminator,
     save_generator,
 )
 
@@ -269,6 +270,12 @@ def test_nan_weights_and_bad_latent_avg(tmp_path: Path, small_shapes) -> None:
         load_generator(path)
 
 
+def _tiny_generator():
+    from toon3d.stylegan2.generator import Generator
+
+    return Generator(16, style_dim=8, n_mlp=1, channel_max=8)
+
+
 def test_discriminator_round_trip(tmp_path: Path) -> None:
     shapes = rosinality_discriminator_shapes(32, cm=1, cmax=32)
     state = synthetic_state(shapes, seed=6, d=True)
@@ -282,9 +289,16 @@ def test_discriminator_round_trip(tmp_path: Path) -> None:
     torch.save({"g_ema": {}}, path)
     with pytest.raises(Toon3dError, match="has no discriminator"):
         load_discriminator(path)
+    torch.save({"d": state}, path)
     with pytest.raises(Toon3dError, match="discriminator weights for size=32 expected by the file"):
-        torch.save({"d": state}, path)
         load_discriminator(path, ArchOverrides(size=64))
+    saved = save_discriminator(tmp_path / "d.safetensors", disc, {"step": 3})
+    again = load_discriminator(saved)
+    assert again.config == disc.config
+    for key, value in again.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    with pytest.raises(Toon3dError, match="not a discriminator"):
+        load_discriminator(save_generator(tmp_path / "g.safetensors", _tiny_generator(), torch.zeros(1, 8)))
 
 
 def test_toon3d_generator_file_round_trip(tmp_path: Path, small_shapes) -> None:

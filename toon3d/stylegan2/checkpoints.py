@@ -278,7 +278,9 @@ def load_generator(path: str | os.PathLike, overrides: ArchOverrides | None = No
     config = dict(generator.config)
     mean, mean_source = _mean_latent(generator, config["style_dim"], ckpt.get("latent_avg") if entry != "state_dict"
                                      else None, truncation_mean_samples, name)
-    meta = {"format": "rosinality", "entry": entry, "keys": sorted(str(k) for k in ckpt)[:16]}
+    meta = {"format": "rosinality", "entry": entry}
+    if entry != "state_dict":
+        meta["keys"] = sorted(str(k) for k in ckpt)
     args = ckpt.get("args")
     if args is not None and hasattr(args, "__dict__"):
         meta["args"] = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
@@ -286,8 +288,22 @@ def load_generator(path: str | os.PathLike, overrides: ArchOverrides | None = No
 
 
 def load_discriminator(path: str | os.PathLike, overrides: ArchOverrides | None = None) -> nn.Module:
-    """Load the `d` entry of a rosinality training checkpoint as our Discriminator (CPU)."""
+    """Load the `d` entry of a rosinality training checkpoint (or a toon3d .safetensors D) as our Discriminator (CPU)."""
     path = Path(path)
+    if path.suffix == ".safetensors":
+        model = load_model_file(path)
+        if model.config.get("kind") != DISCRIMINATOR_KIND or not isinstance(model.config.get("discriminator"), dict):
+            raise Toon3dError(f"{path.name} is a toon3d model of kind {model.config.get('kind')!r}, not a "
+                              "discriminator; pass a discriminator file")
+        from toon3d.stylegan2.discriminator import Discriminator
+
+        config = dict(model.config["discriminator"])
+        if overrides is not None:
+            check_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "discriminator")
+        discriminator = Discriminator(**config)
+        discriminator.load_state_dict(_complete_state(discriminator, model.state_dict, path.name, "discriminator"),
+                                      strict=True)
+        return discriminator
     ckpt = load_torch_checkpoint(path)
     if "d" not in ckpt:
         raise Toon3dError(f"{path.name} has no discriminator (no 'd' entry; found {', '.join(sorted(map(str, ckpt)))}); "
@@ -322,3 +338,9 @@ def _load_generator_file(path: Path, overrides: ArchOverrides | None,
     mean, mean_source = _mean_latent(generator, config["style_dim"], model.state_dict.get("latent_avg"),
                                      truncation_mean_samples, path.name)
     return LoadedGenerator(generator, mean, dict(generator.config), str(path), mean_source, "file", model.meta)
+
+
+def save_discriminator(path: str | os.PathLike, discriminator: nn.Module, meta: dict | None = None) -> Path:
+    """Write a discriminator's state dict + config as one toon3d safetensors file, atomically."""
+    config = {"kind": DISCRIMINATOR_KIND, "discriminator": dict(discriminator.config)}
+    return save_model(path, discriminator.state_dict(), config, meta)
