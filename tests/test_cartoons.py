@@ -105,6 +105,7 @@ def test_old_node_is_refused(tmp_path):
     (cartoons.CartoonSettings(n=0, size=32), "--n"),
     (cartoons.CartoonSettings(n=2, size=4), "--size"),
     (cartoons.CartoonSettings(n=2, size=32, seed=-1), "--seed"),
+    (cartoons.CartoonSettings(n=2, size=32, workers=0), "workers"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, settings, match):
     with pytest.raises(Toon3dError, match=match):
@@ -181,9 +182,10 @@ def test_rendered_mouth_and_head_match_the_layout():
 
 @needs_node
 def test_make_cartoons_writes_the_folder_format_deterministically(tmp_path):
-    settings = cartoons.CartoonSettings(n=3, size=32, seed=1)
+    settings = cartoons.CartoonSettings(n=3, size=32, seed=1, workers=1)
     a = cartoons.make_cartoons(tmp_path / "a", settings, progress=False)
-    b = cartoons.make_cartoons(tmp_path / "b", settings, progress=False)
+    b = cartoons.make_cartoons(tmp_path / "b", cartoons.CartoonSettings(n=3, size=32, seed=1, workers=3),
+                               progress=False)
     meta = json.loads((a / "meta.json").read_text())
     assert meta["kind"] == "cartoons" and meta["count"] == 3 and meta["size"] == 32 and meta["seed"] == 1
     assert meta["facesjs_version"] == "5.0.3"
@@ -194,6 +196,7 @@ def test_make_cartoons_writes_the_folder_format_deterministically(tmp_path):
     assert [r["index"] for r in labels] == [0, 1, 2]
     assert {"fatness", "eye", "mouth", "head"} <= set(labels[0]["face"])
     assert (a / "contact_sheet.png").is_file()
+    assert (a / "labels.jsonl").read_bytes() == (b / "labels.jsonl").read_bytes()
 
 
 @needs_node

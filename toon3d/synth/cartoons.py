@@ -46,11 +46,12 @@ FACESJS_CENTER_X = 200.0
 
 @dataclass(frozen=True)
 class CartoonSettings:
-    """What `make_cartoons` builds: `n` faces of `size`×`size` pixels from `seed`."""
+    """What `make_cartoons` builds: `n` faces of `size`×`size` pixels from `seed`, on `workers` threads."""
 
     n: int = 5000
     size: int = 128
     seed: int = 0
+    workers: int = 2  # threads rasterising and saving faces
 
 
 @lru_cache(maxsize=1)
@@ -240,6 +241,8 @@ def cartoon_images(seed: int, indices: Iterable[int], size: int,
 def make_cartoons(out: str | os.PathLike, settings: CartoonSettings, overwrite: bool = False,
                   node: str | None = None, created_by: str = "", progress: bool = True) -> Path:
     """Write `settings.n` cartoon faces to `out` in the toon3d folder format; returns `out`."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tqdm import tqdm
 
     from toon3d.data.folder import FolderWriter
@@ -250,16 +253,32 @@ def make_cartoons(out: str | os.PathLike, settings: CartoonSettings, overwrite: 
         raise Toon3dError(f"--size must be between 16 and 4096 pixels, got {settings.size}")
     if settings.seed < 0:
         raise Toon3dError(f"--seed must be >= 0, got {settings.seed}")
+    if settings.workers < 1:
+        raise Toon3dError(f"workers must be at least 1, got {settings.workers}")
     check_node_version(find_node(node))  # fail before creating anything
     _check_tool(facesjs_dir())
     x0, y0, side = facesjs_crop_box()
-    extra = {"generator": "facesjs", "crop_box": [x0, y0, side]}
+    extra = {"generator": "facesjs", "crop_box": [x0, y0, side], "facesjs_version": _installed_facesjs_version()}
+
+    def render_and_save(writer: FolderWriter, record: dict[str, Any]) -> None:
+        writer.put(record["index"], render_face(record, settings.size), label=face_label(record))
+
+    # resvg and PNG encoding release the GIL, so a few threads overlap them; the pixels of face
+    # i do not depend on which thread drew it.
     with FolderWriter(out, "cartoons", settings.size, seed=settings.seed, overwrite=overwrite,
-                      created_by=created_by, extra_meta=extra) as writer:
-        faces = cartoon_images(settings.seed, range(settings.n), settings.size, node=node)
-        for image, label in tqdm(faces, total=settings.n, desc="cartoons", unit="face", disable=not progress):
-            writer.add(image, label=label)
-        writer.extra_meta["facesjs_version"] = _installed_facesjs_version()
+                      created_by=created_by, extra_meta=extra) as writer, \
+            FacesjsServer(node=node) as server, \
+            ThreadPoolExecutor(max_workers=settings.workers) as pool, \
+            tqdm(total=settings.n, desc="cartoons", unit="face", disable=not progress) as bar:
+        in_flight: deque[Future] = deque()
+        for record in server.faces(settings.seed, range(settings.n)):
+            in_flight.append(pool.submit(render_and_save, writer, record))
+            while len(in_flight) > 4 * settings.workers or (in_flight and in_flight[0].done()):
+                in_flight.popleft().result()
+                bar.update(1)
+        while in_flight:
+            in_flight.popleft().result()
+            bar.update(1)
     return Path(out)
 
 
