@@ -208,6 +208,9 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _bad(tmp_path, capsys, ["--truncation-mean", "0"], "--truncation-mean must be at least 1")
     _bad(tmp_path, capsys, ["--space", "w"], "--space w needs --latents FILE")
     _bad(tmp_path, capsys, ["--raw", str(tmp_path / "raw.png")], "pass a name ending in .npy")
+    (tmp_path / "dir.npy").mkdir()
+    _bad(tmp_path, capsys, ["--raw", str(tmp_path / "dir.npy")], "is a folder")
+    _bad(tmp_path, capsys, ["--raw", str(tmp_path / "out" / "latents.npy")], "would overwrite the latents.npy")
     _bad(tmp_path, capsys, ["--ckpt", str(tmp_path / "550000.pt")], "rosinality/stylegan2-pytorch")
     _bad(tmp_path, capsys, ["--size", "256"], "pass --size 32")
 

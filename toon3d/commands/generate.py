@@ -103,10 +103,15 @@ def _raw_target(raw: str | None, out: Path) -> tuple[Path | None, Path | None]:
     path = Path(raw)
     if path.suffix != ".npy":
         raise Toon3dError(f"--raw {raw}: the raw images are written as a .npy file; pass a name ending in .npy")
+    if path.is_dir():
+        raise Toon3dError(f"--raw {raw} is a folder; pass a file name ending in .npy")
     try:
-        return path, path.resolve().relative_to(out.resolve())
+        inside = path.resolve().relative_to(out.resolve())
     except ValueError:
         return path, None
+    if inside == Path("latents.npy"):
+        raise Toon3dError(f"--raw {raw} would overwrite the latents.npy written in --out; choose another name")
+    return path, inside
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,10 +120,9 @@ def run(args: argparse.Namespace) -> int:
 
     from toon3d.devices import resolve_device
     from toon3d.io.atomic import atomic_dir, atomic_file
+    from toon3d.io.latents import load_latents
     from toon3d.models import resolve_generator
     from toon3d.stylegan2.checkpoints import ArchOverrides
-
-    from toon3d.io.latents import load_latents
 
     settings = _settings(args)
     device = resolve_device(settings.device)
@@ -136,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
             raw_tmp = tmp / raw_inside if raw_inside is not None else stack.enter_context(atomic_file(raw_path))
         loaded = resolve_generator(settings.ckpt, overrides, settings.truncation_mean)
         summary = _generate_into(tmp, raw_tmp, loaded, settings, device, codes)
-        summary["raw"] = None if raw_path is None else dict(summary.pop("raw_info"), file=str(raw_path))
-        summary.pop("raw_info", None)
+        if raw_path is not None:
+            summary["raw"]["file"] = str(raw_path)
         with atomic_file(tmp / "generate.json") as tmp_json:
             tmp_json.write_text(json.dumps(summary, indent=2) + "\n")
     names = summary["images"]
@@ -225,5 +229,6 @@ def _generate_into(folder: Path, raw_file: Path | None, loaded, settings: Genera
         "grid": {"file": "grid.png", "images": len(grid_images)},
         "latents": {"files": ["latents.pt", "latents.npy"], "space": "w", "shape": [count, style_dim],
                     "truncated": settings.truncation != 1.0},
-        "raw_info": {"shape": [count, 3, size, size], "dtype": "float32", "range": "about [-1,1], not clamped"},
+        "raw": None if raw_file is None else {"shape": [count, 3, size, size], "dtype": "float32",
+                                              "range": "about [-1,1], not clamped"},
     }
