@@ -122,3 +122,20 @@ def test_resolve_generator_checks_overrides_and_kinds(monkeypatch: pytest.Monkey
         resolve_generator("default", truncation_mean_samples=0)
     custom = resolve_generator("default", truncation_mean_samples=16)
     assert custom.mean_source == "mean_latent(16, seed 0)"
+
+
+def test_lpips_heads_found_inside_an_installed_package(models_folder: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.delitem(sys.modules, "lpips", raising=False)
+    site = tmp_path / "site"
+    heads = site / "lpips" / "weights" / "v0.1" / "vgg.pth"
+    heads.parent.mkdir(parents=True)
+    (site / "lpips" / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    heads.write_bytes(b"heads")
+    monkeypatch.syspath_prepend(str(site))
+    assert require("lpips_vgg") == heads
+    assert "lpips" not in sys.modules  # located, never imported
+    (models_folder / "vgg.pth").write_bytes(b"mine")
+    assert require("lpips_vgg") == models_folder / "vgg.pth"
