@@ -57,7 +57,7 @@ def test_resized_shape_scales_the_shorter_side(w, h, size, expected):
     (23, 10, 10, (6, 0, 16, 10)),   # (23-10)/2 = 6.5 rounds half to even → 6
     (10, 25, 10, (0, 8, 10, 18)),   # 7.5 → 8
 ])
-def test_center_crop_box_rounds_like_torchvision(w, h, size, expected):
+def test_center_crop_box_rounds_half_to_even_like_prepare_data(w, h, size, expected):
     assert prepare.center_crop_box(w, h, size) == expected
 
 

@@ -40,7 +40,7 @@ class PrepareReport:
 
 
 def resized_shape(width: int, height: int, size: int) -> tuple[int, int]:
-    """(w, h) after scaling the shorter side to `size`; the longer side is truncated, as torchvision does."""
+    """(w, h) after scaling the shorter side to `size`; the longer side truncated to an int (as in prepare_data.py)."""
     if width <= height:
         return size, int(size * height / width)
     return int(size * width / height), size
