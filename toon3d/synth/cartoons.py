@@ -108,8 +108,9 @@ def check_node_version(node: str) -> int:
         text = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
         major = int(text.lstrip("v").split(".")[0])
     except (OSError, ValueError, subprocess.TimeoutExpired):
-        raise Toon3dError(f"'{node} --version' failed, so {node} is not a working Node.js; install Node.js >= "
-                          f"{MIN_NODE_MAJOR} (apt-get install nodejs npm, or nodejs.org), then run 'bash install.sh'") from None
+        raise Toon3dError(f"'{node} --version' failed, so {node} is not a working Node.js; install Node.js "
+                          f">= {MIN_NODE_MAJOR} (apt-get install nodejs npm, or nodejs.org), "
+                          "then run 'bash install.sh'") from None
     if major < MIN_NODE_MAJOR:
         raise Toon3dError(f"{node} is Node.js {text}, 'toon3d data cartoons' needs >= {MIN_NODE_MAJOR}; "
                           "install a newer one (nodejs.org), then run 'bash install.sh'")
