@@ -12,6 +12,12 @@ from typing import Iterator
 from toon3d.errors import Toon3dError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _check_parent(path: Path) -> None:
     parent = path.parent
     try:
@@ -30,6 +36,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would
+    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, final)
@@ -51,6 +59,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise Toon3dError(f"{final} exists and is not empty; choose another --out or pass --overwrite")
     _check_parent(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 folders
     try:
         yield tmp
         if final.exists():
