@@ -180,3 +180,20 @@ def test_synface_bad_seeds_and_counts():
         SynFaceParams.from_seeds([-1])
     with pytest.raises(Toon3dError):
         SynFaceParams.from_seeds([])
+
+
+def test_synface_part_boxes_hold_the_expression_regions():
+    from toon3d.synth.face_parts import MOUTH_BOX, UPPER_BOX, region_box
+
+    lo = torch.tensor([s[1] for s in PARAM_SPECS.values()])
+    hi = torch.tensor([s[2] for s in PARAM_SPECS.values()])
+    odd = torch.arange(len(lo)) % 2 == 1
+    p = SynFaceParams.from_tensor(torch.stack([lo, hi, torch.where(odd, lo, hi), torch.where(odd, hi, lo)]))
+    size = 96
+    x, y = image_grid(size)
+    win = expression_windows(face_layout(p), x, y)
+    for window, bounds in ((win.mouth, MOUTH_BOX), (win.eyes, UPPER_BOX), (win.brows, UPPER_BOX)):
+        box = region_box(size, *bounds)
+        outside = window.clone()
+        box.of(outside).zero_()
+        assert window.sum() > 0 and outside.abs().max() == 0

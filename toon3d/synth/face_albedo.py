@@ -43,47 +43,59 @@ def canonical_albedo(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: tor
         + 0.02 * torch.sin((x + y) * 23.0 + 2.0 * phase)
     img = _rgb(skin_c).expand(shape) * mottle[:, None]
 
-    # Warm cheeks and nose tip, slightly darker neck and ear folds.
+    # Warm cheeks, slightly darker neck and ear folds.
     flush = (0.15 + 0.35 * col(p.blush)) * compact_bump(ellipse_q(ax, y, lay.hw * 0.52, EYE_Y + 0.2, 0.14, 0.1))
-    flush = flush + 0.2 * compact_bump(ellipse_q(x, y, 0.0, lay.nose_tip - 0.01, 0.05, 0.04))
     red = torch.tensor([0.85, 0.35, 0.35], device=x.device, dtype=x.dtype)[None, :, None, None]
     img = img * (1 - 0.25 * flush[:, None]) + red * img * 0.25 * flush[:, None] * 1.6
     img = img * (1 - 0.16 * parts.neck[:, None])
     ear_fold = parts.ears * compact_bump(ellipse_q(ax, y, lay.jaw_rx * 0.98 + 0.04, EYE_Y + 0.09, 0.03, 0.08))
     img = img * (1 - 0.3 * ear_fold[:, None])
 
-    # Eyes: lid crease, sclera, iris with a dark rim, pupil, lash line.
-    shadow = compact_bump(ellipse_q(ax, y, lay.eye_dx, EYE_Y - 0.02, lay.eye_w * 1.5, lay.eye_w * 1.1))
-    img = img * (1 - 0.12 * shadow[:, None])
-    img = over(img, img * 0.7, parts.crease)
+    # Eyes: lid crease, sclera, iris with a dark rim, pupil, lash line; then forehead lines and brows.
+    up = parts.upper
+    xs, ys = up.box.of(x), up.box.of(y)
+    axs = xs.abs()
+    ib = up.box.of(img)
+    region = ib * (1 - 0.12 * compact_bump(
+        ellipse_q(axs, ys, lay.eye_dx, EYE_Y - 0.02, lay.eye_w * 1.5, lay.eye_w * 1.1)))[:, None]
+    region = over(region, region * 0.7, up.crease)
     sclera = torch.tensor([0.93, 0.91, 0.88], device=x.device, dtype=x.dtype)[None, :, None, None]
-    img = over(img, sclera.expand(shape), parts.eye_open)
+    region = over(region, sclera, up.eye_open)
     iris_c = _rgb(lerp_palette(IRIS, p.iris_color))
-    rim = (parts.iris_r - 0.7).clamp(0, 0.3) / 0.3
-    iris_rgb = iris_c * (1.1 - 0.6 * rim[:, None]) * (1 + 0.12 * torch.sin(torch.atan2(y, x) * 40.0))[:, None]
-    img = over(img, iris_rgb, parts.iris)
-    img = over(img, torch.full_like(img, 0.03), parts.pupil)
-    glint = parts.iris * compact_bump(ellipse_q(ax, y, lay.eye_dx + 0.012, EYE_Y - 0.012, 0.012, 0.012))
-    img = over(img, torch.full_like(img, 0.95), glint)
-    img = over(img, torch.full_like(img, 0.06), parts.lash)
-
-    img = img * (1 - 0.18 * parts.wrinkles[:, None])
-
-    # Nostrils, lips, mouth inside, teeth.
-    img = over(img, img * 0.35, parts.nostrils)
-    lip_c = _rgb(lerp_palette(LIP, p.lip_color)) * (0.55 + 0.45 * _rgb(skin_c).mean(1, keepdim=True) / 0.7)
-    img = over(img, lip_c * 0.9, parts.lip_upper)
-    img = over(img, lip_c, parts.lip_lower)
-    mouth_dark = torch.tensor([0.22, 0.06, 0.07], device=x.device, dtype=x.dtype)[None, :, None, None]
-    img = over(img, mouth_dark.expand(shape), parts.mouth_inside)
-    teeth_c = torch.tensor([0.92, 0.9, 0.84], device=x.device, dtype=x.dtype)[None, :, None, None]
-    img = over(img, teeth_c.expand(shape), parts.teeth)
-
-    # Brows and hair share a colour family.
+    rim = (up.iris_r - 0.7).clamp(0, 0.3) / 0.3
+    streaks = 1 + 0.12 * torch.sin(torch.atan2(ys - EYE_Y, axs - lay.eye_dx) * 40.0)
+    region = over(region, iris_c * ((1.1 - 0.6 * rim) * streaks)[:, None], up.iris)
+    region = over(region, torch.full_like(region, 0.03), up.pupil)
+    glint = up.iris * compact_bump(ellipse_q(axs, ys, lay.eye_dx + 0.012, EYE_Y - 0.012, 0.012, 0.012))
+    region = over(region, torch.full_like(region, 0.95), glint)
+    region = over(region, torch.full_like(region, 0.06), up.lash)
+    region = region * (1 - 0.18 * up.wrinkles[:, None])
     hair_c = _rgb(lerp_palette(HAIR, p.hair_color))
     brow_c = hair_c * (1 - 0.6 * _rgb(p.brow_darkness[:, None])) + 0.02
-    strand = torch.sin(x * 160.0 + 7.0 * y)
-    img = over(img, brow_c * (1 + 0.15 * strand[:, None]), parts.brows * 0.92)
+    strand = torch.sin(xs * 160.0 + 7.0 * ys)
+    region = over(region, brow_c * (1 + 0.15 * strand[:, None]), up.brows * 0.92)
+    ib.copy_(region)
+
+    # Nostrils and a warm nose tip.
+    nose = parts.nose
+    xs, ys = nose.box.of(x), nose.box.of(y)
+    ib = nose.box.of(img)
+    tip = 0.2 * compact_bump(ellipse_q(xs, ys, 0.0, lay.nose_tip - 0.01, 0.05, 0.04))[:, None]
+    region = ib * (1 - 0.25 * tip) + red * ib * 0.4 * tip
+    ib.copy_(over(region, region * 0.35, nose.nostrils))
+
+    # Lips, mouth inside, teeth.
+    mouth = parts.mouth
+    ib = mouth.box.of(img)
+    lip_c = _rgb(lerp_palette(LIP, p.lip_color)) * (0.55 + 0.45 * _rgb(skin_c).mean(1, keepdim=True) / 0.7)
+    region = over(ib, lip_c * 0.9, mouth.lip_upper)
+    region = over(region, lip_c, mouth.lip_lower)
+    mouth_dark = torch.tensor([0.22, 0.06, 0.07], device=x.device, dtype=x.dtype)[None, :, None, None]
+    region = over(region, mouth_dark, mouth.inside)
+    teeth_c = torch.tensor([0.92, 0.9, 0.84], device=x.device, dtype=x.dtype)[None, :, None, None]
+    ib.copy_(over(region, teeth_c, mouth.teeth))
+
+    # Hair over everything but the glasses.
     hphase = col(p.hair_phase) * 6.2832
     angle = torch.atan2(x - 0.3 * col(p.hair_part) * lay.hw, -(y - lay.top_y + 0.3))
     fibres = 0.5 + 0.5 * torch.sin(angle * 90.0 + 1.5 * torch.sin(y * 11.0 + hphase) + hphase)
@@ -94,16 +106,24 @@ def canonical_albedo(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: tor
     img = over(img, hair_rgb, parts.hair)
 
     glass_c = _rgb(lerp_palette(GLASSES, p.glasses_color))
-    img = over(img, glass_c.expand(shape), parts.glasses)
+    ib = up.box.of(img)
+    ib.copy_(over(ib, glass_c, up.glasses))
     return img.clamp(0.0, 1.0)
 
 
 def canonical_segmentation(parts: FaceParts) -> torch.Tensor:
     """Canonical segmentation [B,H,W] uint8: 0 bg, 1 skin, 2 brows, 3 eyes, 4 nose, 5 mouth, 6 hair, 7 glasses."""
-    seg = torch.zeros(parts.head.shape, dtype=torch.uint8, device=parts.head.device)
-    layers = [(parts.head, SEG_SKIN), (parts.nose * parts.face, SEG_NOSE), (parts.brows, SEG_BROWS),
-              (parts.eye_open, SEG_EYES), (parts.lip_upper + parts.lip_lower + parts.mouth_inside, SEG_MOUTH),
-              (parts.hair, SEG_HAIR), (parts.glasses, SEG_GLASSES)]
-    for alpha, label in layers:
-        seg = torch.where(alpha > 0.5, torch.full_like(seg, label), seg)
+    seg = torch.where(parts.head > 0.5, SEG_SKIN, SEG_BACKGROUND).to(torch.uint8)
+    up, nose, mouth = parts.upper, parts.nose, parts.mouth
+
+    def paint(box, alpha: torch.Tensor, label: int) -> None:
+        view = box.of(seg)
+        view.copy_(torch.where(alpha > 0.5, torch.full_like(view, label), view))
+
+    paint(nose.box, nose.nose * nose.box.of(parts.face), SEG_NOSE)
+    paint(up.box, up.brows, SEG_BROWS)
+    paint(up.box, up.eye_open, SEG_EYES)
+    paint(mouth.box, mouth.lip_upper + mouth.lip_lower + mouth.inside, SEG_MOUTH)
+    seg = torch.where(parts.hair > 0.5, torch.full_like(seg, SEG_HAIR), seg)
+    paint(up.box, up.glasses, SEG_GLASSES)
     return seg

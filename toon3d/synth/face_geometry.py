@@ -35,43 +35,47 @@ def canonical_depth(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: torc
     """Canonical depth [B,H,W] (~[0.93,1.01] on the head, FAR_CANON outside)."""
     fd = col(p.face_depth)
     ax = x.abs()
-    win = parts.windows
-    smile = col(p.smile) * win.mouth
-    mopen = col(p.mouth_open) * win.mouth
-    raised = col(p.brows_raised) * win.brows
-
     skull = _cap_depth(parts.cranium_q, FACE_FRONT + 0.002, 0.046 * fd)
     jaw = _cap_depth(parts.jaw_q, FACE_FRONT, 0.042 * fd)
     z = smooth_min(skull, jaw, 0.01)
-
-    # Relief features: negative offsets come towards the camera.
-    nw = lay.nose_w
-    nh = col(p.nose_height) * 0.017 * fd
-    s = (y - lay.nose_top) / (lay.nose_tip - lay.nose_top)
-    ridge_h = nh * (0.22 + 0.78 * s.clamp(0, 1).pow(1.3)) * (1 - smoothstep_drop(s))
-    ridge_w = (0.042 + 0.035 * s.clamp(0, 1).square()) * nw
-    ridge = ridge_h * compact_bump((x / ridge_w).square()) * (s > -0.15).to(x.dtype) * (1 - (-s / 0.15).clamp(0, 1))
-    tip = nh * 0.25 * compact_bump(ellipse_q(x, y, 0.0, lay.nose_tip - 0.01, 0.05 * nw, 0.045))
-    wings = nh * 0.35 * compact_bump(ellipse_q(ax, y, 0.045 * nw, lay.nose_tip + 0.012, 0.04 * nw, 0.035))
-    z = z - ridge - tip - wings
-
-    sockets = 0.005 * fd * compact_bump(ellipse_q(ax, y, lay.eye_dx, EYE_Y - 0.01, lay.eye_w * 1.6, lay.eye_w * 1.25))
-    eyeball = 0.0035 * fd * compact_bump(ellipse_q(ax, y, lay.eye_dx, EYE_Y, lay.eye_w * 1.05, lay.eye_w * 0.8))
-    ridge_brow = (0.002 + 0.005 * col(p.brow_ridge)) * fd * compact_bump(
-        ellipse_q(ax, y, lay.eye_dx * 0.55, lay.brow_y + 0.01, lay.eye_dx * 1.2, 0.06))
-    cheek = (0.002 + 0.006 * col(p.cheekbones)) * fd * compact_bump(
-        ellipse_q(ax, y, lay.hw * 0.55, EYE_Y + 0.15, 0.15, 0.09))
     chin = (0.003 + 0.008 * col(p.chin_protrusion)) * fd * compact_bump(
         ellipse_q(x, y, 0.0, lay.chin_y - 0.1, 0.13, 0.08))
-    muzzle = 0.006 * fd * compact_bump(ellipse_q(x, y, 0.0, lay.mouth_y - 0.03, 0.24, 0.17))
-    z = z + sockets - eyeball - ridge_brow - cheek - chin - muzzle
+    z = z - chin
 
-    # Expression relief, all scaled by windowed expression fields (zero outside the region).
-    lips = 0.0035 * parts.lip_upper + 0.0045 * parts.lip_lower
-    smile_cheeks = 0.003 * smile * compact_bump(ellipse_q(ax, y, 0.17, lay.mouth_y - 0.02, 0.08, 0.07))
-    inside = 0.012 * parts.mouth_inside * (1 - 0.4 * parts.teeth) * mopen.clamp(min=0.2)
-    brow_lift = 0.0015 * raised * compact_bump(ellipse_q(ax, y, lay.brow_cx, lay.brow_y - 0.05, 0.12, 0.05))
-    z = z - lips - smile_cheeks + inside - brow_lift
+    # Relief features (negative offsets come towards the camera), each inside its part box.
+    up, nb, mb = parts.upper, parts.nose.box, parts.mouth
+    xs, ys = nb.of(x), nb.of(y)
+    nw = lay.nose_w
+    nh = col(p.nose_height) * 0.017 * fd
+    s = (ys - lay.nose_top) / (lay.nose_tip - lay.nose_top)
+    ridge_h = nh * (0.22 + 0.78 * s.clamp(0, 1).pow(1.3)) * (1 - smoothstep_drop(s))
+    ridge_w = (0.042 + 0.035 * s.clamp(0, 1).square()) * nw
+    ridge = ridge_h * compact_bump((xs / ridge_w).square()) * (1 - (-s / 0.15).clamp(0, 1))
+    tip = nh * 0.25 * compact_bump(ellipse_q(xs, ys, 0.0, lay.nose_tip - 0.01, 0.05 * nw, 0.045))
+    wings = nh * 0.35 * compact_bump(ellipse_q(xs.abs(), ys, 0.045 * nw, lay.nose_tip + 0.012, 0.04 * nw, 0.035))
+    nb.of(z).sub_(ridge + tip + wings)
+
+    xs, ys = up.box.of(x), up.box.of(y)
+    axs = xs.abs()
+    raised = col(p.brows_raised) * up.brow_window
+    sockets = 0.005 * fd * compact_bump(ellipse_q(axs, ys, lay.eye_dx, EYE_Y - 0.01, lay.eye_w * 1.6, lay.eye_w * 1.25))
+    eyeball = 0.0035 * fd * compact_bump(ellipse_q(axs, ys, lay.eye_dx, EYE_Y, lay.eye_w * 1.05, lay.eye_w * 0.8))
+    ridge_brow = (0.002 + 0.005 * col(p.brow_ridge)) * fd * compact_bump(
+        ellipse_q(axs, ys, lay.eye_dx * 0.55, lay.brow_y + 0.01, lay.eye_dx * 1.2, 0.06))
+    cheek = (0.002 + 0.006 * col(p.cheekbones)) * fd * compact_bump(
+        ellipse_q(axs, ys, lay.hw * 0.55, EYE_Y + 0.15, 0.15, 0.09))
+    # brows_raised relief, scaled by its window (zero outside the brow region)
+    brow_lift = 0.0015 * raised * compact_bump(ellipse_q(axs, ys, lay.brow_cx, lay.brow_y - 0.05, 0.12, 0.05))
+    up.box.of(z).add_(sockets - eyeball - ridge_brow - cheek - brow_lift)
+
+    xs, ys = mb.box.of(x), mb.box.of(y)
+    smile = col(p.smile) * mb.window
+    mopen = col(p.mouth_open) * mb.window
+    muzzle = 0.006 * fd * compact_bump(ellipse_q(xs, ys, 0.0, lay.mouth_y - 0.03, 0.24, 0.17))
+    lips = 0.0035 * mb.lip_upper + 0.0045 * mb.lip_lower
+    smile_cheeks = 0.003 * smile * compact_bump(ellipse_q(xs.abs(), ys, 0.17, lay.mouth_y - 0.02, 0.08, 0.07))
+    inside = 0.012 * mb.inside * (1 - 0.4 * mb.teeth) * mopen.clamp(min=0.2)
+    mb.box.of(z).add_(inside - muzzle - lips - smile_cheeks)
 
     # Ears and neck sit behind the face oval.
     ear_z = FACE_FRONT + 0.036 * fd
@@ -93,8 +97,8 @@ def canonical_depth(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: torc
     z = torch.where(parts.hair > 0.5, hair_z, z)
 
     # Glasses frames float a little in front of the surface under them.
-    frame_z = z - 0.005
-    z = torch.where(parts.glasses > 0.5, frame_z, z)
+    zb = up.box.of(z)
+    zb.copy_(torch.where(up.glasses > 0.5, zb - 0.005, zb))
 
     return torch.where(parts.head > 0.5, z, torch.full_like(z, FAR_CANON)).clamp(0.85, FAR_CANON)
 

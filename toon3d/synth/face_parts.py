@@ -89,18 +89,98 @@ class ExpressionWindows:
                 "brows_raised": self.brows}[name]
 
 
+def mouth_window(lay: FaceLayout, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Support of smile and mouth_open: an ellipse around the mouth, [B,h,w] for the given grid."""
+    return region_window(ellipse_q(x, y, 0.0, lay.mouth_y + 0.025, 0.30, 0.165))
+
+
+def eye_window(lay: FaceLayout, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Support of eyes_closed: an ellipse around each eye."""
+    return region_window(ellipse_q(x.abs(), y, lay.eye_dx, EYE_Y, lay.eye_w * 1.55, lay.eye_w * 1.05))
+
+
+def brow_window(lay: FaceLayout, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Support of brows_raised: an ellipse around each brow and the forehead above it."""
+    return region_window(ellipse_q(x.abs(), y, lay.brow_cx, lay.brow_y - 0.03, lay.brow_len * 1.5, 0.125))
+
+
 def expression_windows(lay: FaceLayout, x: torch.Tensor, y: torch.Tensor) -> ExpressionWindows:
-    """The three expression regions (mouth, both eyes, both brows) of each face."""
-    ax = x.abs()
-    mouth = region_window(ellipse_q(x, y, 0.0, lay.mouth_y + 0.025, 0.30, 0.165))
-    eyes = region_window(ellipse_q(ax, y, lay.eye_dx, EYE_Y, lay.eye_w * 1.55, lay.eye_w * 1.05))
-    brows = region_window(ellipse_q(ax, y, lay.brow_cx, lay.brow_y - 0.03, lay.brow_len * 1.5, 0.125))
-    return ExpressionWindows(mouth=mouth, eyes=eyes, brows=brows)
+    """The three expression regions (mouth, both eyes, both brows) of each face on grid (x, y)."""
+    return ExpressionWindows(mouth=mouth_window(lay, x, y), eyes=eye_window(lay, x, y), brows=brow_window(lay, x, y))
+
+
+@dataclass
+class Box:
+    """A pixel rectangle [r0:r1, c0:c1] of the image where a group of small parts lives."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    def of(self, t: torch.Tensor) -> torch.Tensor:
+        """The view of [..., H, W] tensor `t` inside the box."""
+        return t[..., self.r0:self.r1, self.c0:self.c1]
+
+
+def region_box(size: int, x0: float, x1: float, y0: float, y1: float) -> Box:
+    """Pixels covering normalised x in [x0,x1], y in [y0,y1] at this size."""
+    def idx(v: float) -> float:
+        return (v + 1.0) / 2.0 * (size - 1)
+    return Box(max(0, math.floor(idx(y0))), min(size, math.ceil(idx(y1)) + 1),
+               max(0, math.floor(idx(x0))), min(size, math.ceil(idx(x1)) + 1))
+
+
+# Small parts are computed only inside these boxes (normalised x0, x1, y0, y1); every part's
+# support lies inside its box for all parameter values (checked by tests/test_synface.py),
+# which makes the canonical face several times cheaper than evaluating every field everywhere.
+UPPER_BOX = (-0.68, 0.68, -0.46, 0.18)   # eyes, brows, forehead lines, glasses
+NOSE_BOX = (-0.17, 0.17, -0.12, 0.38)
+MOUTH_BOX = (-0.36, 0.36, 0.17, 0.66)
+
+
+@dataclass
+class UpperParts:
+    """Eyes, brows and glasses inside `box`: each [B,h,w] in [0,1]."""
+
+    box: Box
+    eye_window: torch.Tensor
+    brow_window: torch.Tensor
+    eye_open: torch.Tensor    # visible eyeball between the lids
+    iris: torch.Tensor
+    pupil: torch.Tensor
+    iris_r: torch.Tensor      # distance from the iris centre / iris radius
+    lash: torch.Tensor
+    crease: torch.Tensor
+    brows: torch.Tensor
+    wrinkles: torch.Tensor    # forehead lines of raised brows
+    glasses: torch.Tensor
+
+
+@dataclass
+class NoseParts:
+    """Nostrils and the nose segmentation region inside `box`."""
+
+    box: Box
+    nostrils: torch.Tensor
+    nose: torch.Tensor
+
+
+@dataclass
+class MouthParts:
+    """Lips, mouth inside and teeth inside `box`."""
+
+    box: Box
+    window: torch.Tensor
+    lip_upper: torch.Tensor
+    lip_lower: torch.Tensor
+    inside: torch.Tensor
+    teeth: torch.Tensor
 
 
 @dataclass
 class FaceParts:
-    """Soft masks of the canonical face parts, each [B,H,W] in [0,1], plus shape fields."""
+    """Soft masks of the canonical face: whole-image head layers [B,H,W] plus boxed small parts."""
 
     cranium_q: torch.Tensor   # squared normalised radius of the skull ellipse
     jaw_q: torch.Tensor       # superellipse radius^2 of the lower face
@@ -110,23 +190,10 @@ class FaceParts:
     hair: torch.Tensor        # hair in front of everything else
     hair_cap_q: torch.Tensor  # squared radius of the hair volume ellipse
     hair_curtain: torch.Tensor  # long hair hanging behind the face
-    brows: torch.Tensor
-    wrinkles: torch.Tensor    # forehead lines of raised brows
-    eye_open: torch.Tensor    # visible eyeball between the lids
-    iris: torch.Tensor
-    pupil: torch.Tensor
-    iris_r: torch.Tensor      # distance from the iris centre / iris radius
-    lash: torch.Tensor
-    crease: torch.Tensor
-    lip_upper: torch.Tensor
-    lip_lower: torch.Tensor
-    mouth_inside: torch.Tensor
-    teeth: torch.Tensor
-    nostrils: torch.Tensor
-    nose: torch.Tensor        # nose region for segmentation
-    glasses: torch.Tensor
-    head: torch.Tensor        # union of every head part (the canonical mask), soft
-    windows: ExpressionWindows
+    head: torch.Tensor        # where some head layer dominates: the canonical mask, soft
+    upper: UpperParts
+    nose: NoseParts
+    mouth: MouthParts
 
 
 def _between(y: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, side_sdf: torch.Tensor,
@@ -144,15 +211,19 @@ def _union(*alphas: torch.Tensor) -> torch.Tensor:
 
 
 def face_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tensor, size: int) -> FaceParts:
-    """Every part mask of each face at this image size."""
+    """Every part mask of each face at this image size (x, y: the [1,S,S] image grid)."""
     e = edge_width(size)
-    ax = x.abs()
-    win = expression_windows(lay, x, y)
-    smile = col(p.smile) * win.mouth
-    mopen = col(p.mouth_open) * win.mouth
-    closed = col(p.eyes_closed) * win.eyes
-    raised = col(p.brows_raised) * win.brows
+    head = _head_parts(p, lay, x, y, e)
+    upper_box, nose_box, mouth_box = (region_box(size, *b) for b in (UPPER_BOX, NOSE_BOX, MOUTH_BOX))
+    upper = _upper_parts(p, lay, upper_box, upper_box.of(x), upper_box.of(y), e)
+    nose = _nose_parts(lay, nose_box, nose_box.of(x), nose_box.of(y), e)
+    mouth = _mouth_parts(p, lay, mouth_box, mouth_box.of(x), mouth_box.of(y), e)
+    return FaceParts(**head, upper=upper, nose=nose, mouth=mouth)
 
+
+def _head_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tensor, e: float) -> dict:
+    """Whole-image layers: face oval, ears, neck, hair, and the head mask."""
+    ax = x.abs()
     # Head oval: a skull ellipse joined to a lower-face superellipse.
     cranium_q = ellipse_q(x, y, 0.0, lay.crown_y, lay.hw, lay.crown_ry)
     jx = (x / lay.jaw_rx).abs()
@@ -197,6 +268,20 @@ def face_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tens
     hair = hair_sil * (1 - exposed) * (1 - ears * (1 - cap) * (length < 0.35).to(x.dtype))
     hair_curtain = curtain * (1 - cap)
 
+    # The head mask is where some layer dominates (> 0.5), so every head pixel has a layer's depth.
+    head = torch.maximum(torch.maximum(face, ears), torch.maximum(neck, hair))
+    return dict(cranium_q=cranium_q, jaw_q=jaw_q, face=face, ears=ears, neck=neck, hair=hair,
+                hair_cap_q=hair_cap_q, hair_curtain=hair_curtain, head=head)
+
+
+def _upper_parts(p: SynFaceParams, lay: FaceLayout, box: Box, x: torch.Tensor, y: torch.Tensor,
+                 e: float) -> UpperParts:
+    """Eyes, brows, forehead lines and glasses on the upper-face box grid."""
+    ax = x.abs()
+    eyes_w, brows_w = eye_window(lay, x, y), brow_window(lay, x, y)
+    closed = col(p.eyes_closed) * eyes_w
+    raised = col(p.brows_raised) * brows_w
+
     # Eyes: an almond between two lid curves; closing moves both lids to a line.
     ex = (ax - lay.eye_dx) / lay.eye_w
     slant = col(p.eye_slant) * 0.16
@@ -230,6 +315,51 @@ def face_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tens
     wrinkles = raised * (0.5 + 0.5 * torch.cos(wrinkle_y * 2 * math.pi)) * compact_bump(
         ellipse_q(ax, y, lay.brow_cx * 0.7, lay.brow_y - 0.13, 0.2, 0.06))
 
+    # Glasses: two rims (round to rectangular), a bridge and the temple arms.
+    g_on = col(p.glasses)
+    pexp = 2.0 + 4.0 * col(p.glasses_shape)
+    rim_rx = lay.eye_w * 1.5
+    rim_ry = lay.eye_w * 1.08
+    gx = ((ax - lay.eye_dx) / rim_rx).abs()
+    gy = ((y - EYE_Y - 0.012) / rim_ry).abs()
+    rad = (gx.clamp(min=1e-6).pow(pexp) + gy.clamp(min=1e-6).pow(pexp)).pow(1.0 / pexp)
+    rim = coverage(((rad - 1.0).abs() * rim_ry) - 0.008, e)
+    inner = lay.eye_dx - rim_rx
+    bridge_y = EYE_Y - 0.012 + 0.02 * (ax / inner.clamp(min=1e-3)).square()
+    bridge = coverage(torch.maximum((y - bridge_y).abs() - 0.007, ax - inner), e)
+    arm_y = EYE_Y - 0.01
+    arm = coverage(torch.maximum((y - arm_y).abs() - 0.007, torch.maximum(lay.eye_dx + rim_rx * 0.95 - ax,
+                                                                            ax - lay.hw * 1.02)), e)
+    glasses = g_on * _union(rim, bridge, arm)
+
+    return UpperParts(box=box, eye_window=eyes_w, brow_window=brows_w, eye_open=eye_open, iris=iris,
+                      pupil=pupil, iris_r=iris_r, lash=lash, crease=crease, brows=brows, wrinkles=wrinkles,
+                      glasses=glasses)
+
+
+def _nose_parts(lay: FaceLayout, box: Box, x: torch.Tensor, y: torch.Tensor, e: float) -> NoseParts:
+    """Nostrils and the nose region on the nose box grid."""
+    ax = x.abs()
+    # Nose: nostrils under the tip, a segmentation region around the ridge and wings.
+    nw = lay.nose_w
+    nostrils = coverage(ellipse_sdf(ellipse_q(ax, y, 0.036 * nw, lay.nose_tip + 0.032, 0.022 * nw, 0.011),
+                                    0.011), e)
+    s = (y - lay.nose_top) / (lay.nose_tip - lay.nose_top)
+    nose_half = (0.03 + 0.045 * s.clamp(0, 1).square()) * nw
+    nose = coverage(torch.maximum(torch.maximum(ax - nose_half, -s), y - lay.nose_tip - 0.045), e)
+    nose = nose * (1 - coverage(ellipse_sdf(ellipse_q(ax, y, lay.eye_dx, EYE_Y, lay.eye_w * 1.1, lay.eye_w * 0.7),
+                                            lay.eye_w * 0.5), e))
+
+    return NoseParts(box=box, nostrils=nostrils, nose=nose)
+
+
+def _mouth_parts(p: SynFaceParams, lay: FaceLayout, box: Box, x: torch.Tensor, y: torch.Tensor,
+                 e: float) -> MouthParts:
+    """Lips, mouth inside and teeth on the mouth box grid; smile and opening act here only."""
+    window = mouth_window(lay, x, y)
+    smile = col(p.smile) * window
+    mopen = col(p.mouth_open) * window
+
     # Mouth: lips around a mouth line whose corners rise with the smile.
     mw = lay.mouth_w * (1 + 0.2 * smile)
     mx = x / mw
@@ -248,37 +378,5 @@ def face_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tens
     lip_upper = lip_upper * (1 - mouth_inside)
     lip_lower = lip_lower * (1 - mouth_inside)
 
-    # Nose: nostrils under the tip, a segmentation region around the ridge and wings.
-    nw = lay.nose_w
-    nostrils = coverage(ellipse_sdf(ellipse_q(ax, y, 0.036 * nw, lay.nose_tip + 0.032, 0.022 * nw, 0.011),
-                                    0.011), e)
-    s = (y - lay.nose_top) / (lay.nose_tip - lay.nose_top)
-    nose_half = (0.03 + 0.045 * s.clamp(0, 1).square()) * nw
-    nose = coverage(torch.maximum(torch.maximum(ax - nose_half, -s), y - lay.nose_tip - 0.045), e)
-    nose = nose * (1 - coverage(ellipse_sdf(ellipse_q(ax, y, lay.eye_dx, EYE_Y, lay.eye_w * 1.1, lay.eye_w * 0.7),
-                                            lay.eye_w * 0.5), e))
-
-    # Glasses: two rims (round to rectangular), a bridge and the temple arms.
-    g_on = col(p.glasses)
-    pexp = 2.0 + 4.0 * col(p.glasses_shape)
-    rim_rx = lay.eye_w * 1.5
-    rim_ry = lay.eye_w * 1.08
-    gx = ((ax - lay.eye_dx) / rim_rx).abs()
-    gy = ((y - EYE_Y - 0.012) / rim_ry).abs()
-    rad = (gx.clamp(min=1e-6).pow(pexp) + gy.clamp(min=1e-6).pow(pexp)).pow(1.0 / pexp)
-    rim = coverage(((rad - 1.0).abs() * rim_ry) - 0.008, e)
-    inner = lay.eye_dx - rim_rx
-    bridge_y = EYE_Y - 0.012 + 0.02 * (ax / inner.clamp(min=1e-3)).square()
-    bridge = coverage(torch.maximum((y - bridge_y).abs() - 0.007, ax - inner), e)
-    arm_y = EYE_Y - 0.01
-    arm = coverage(torch.maximum((y - arm_y).abs() - 0.007, torch.maximum(lay.eye_dx + rim_rx * 0.95 - ax,
-                                                                            ax - lay.hw * 1.02)), e)
-    glasses = g_on * _union(rim, bridge, arm)
-
-    # The head mask is where some layer dominates (> 0.5), so every head pixel has a layer's depth.
-    head = torch.maximum(torch.maximum(face, ears), torch.maximum(neck, hair))
-    return FaceParts(cranium_q=cranium_q, jaw_q=jaw_q, face=face, ears=ears, neck=neck, hair=hair,
-                     hair_cap_q=hair_cap_q, hair_curtain=hair_curtain, brows=brows, eye_open=eye_open,
-                     wrinkles=wrinkles, iris=iris, pupil=pupil, iris_r=iris_r, lash=lash, crease=crease, lip_upper=lip_upper,
-                     lip_lower=lip_lower, mouth_inside=mouth_inside, teeth=teeth, nostrils=nostrils,
-                     nose=nose, glasses=glasses, head=head, windows=win)
+    return MouthParts(box=box, window=window, lip_upper=lip_upper, lip_lower=lip_lower, inside=mouth_inside,
+                      teeth=teeth)
