@@ -36,6 +36,8 @@ _EMPTY = torch.iinfo(torch.int64).max
 # are claimed by at least one of its two triangles despite rounding: no cracks in the mesh.
 _INSIDE_EPS = 1e-5
 _BOX_EPS = 1e-4
+# Buckets with fewer triangles than this are merged into square buckets.
+_RARE = 4096
 # Candidate samples evaluated per tensor op; bounds the memory of one bucket chunk.
 _CHUNK = 1 << 22
 # Bounding-box extents (in samples) are rounded up to these sizes to form buckets.
@@ -100,96 +102,112 @@ def _clamp_bary(w: torch.Tensor) -> torch.Tensor:
     return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
-def _plane_coefficients(tri_x: torch.Tensor, tri_y: torch.Tensor, tri_z: torch.Tensor,
-                        x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-    """[T,4,3]: barycentrics w0, w1, w2 and 1/z as c + a·(x - x0) + b·(y - y0) per triangle.
+def _plane_coefficients(tri: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+    """[n,4,3]: barycentrics w0, w1, w2 and 1/z as c + a·(x - x0) + b·(y - y0), from tri [n,3,3] = (x, y, z).
 
     Coordinates are taken relative to each triangle's bounding-box corner so the constant
     terms stay small: in absolute coordinates (up to ~10³) float32 cancellation would blur the
     inside test by ~10⁻² barycentric units.
     """
-    x = tri_x - x0.unsqueeze(1)
-    y = tri_y - y0.unsqueeze(1)
-    xs, ys = x.roll(-1, 1), y.roll(-1, 1)       # vertex k+1
-    xt, yt = x.roll(-2, 1), y.roll(-2, 1)       # vertex k+2
-    area = ((x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])).unsqueeze(1)
-    c = (xs * yt - xt * ys) / area
-    a = (ys - yt) / area
-    b = (xt - xs) / area
-    inv_z = 1.0 / tri_z
-    bary = torch.stack([c, a, b], dim=-1)                      # [T,3,3]
-    zinv = (bary * inv_z.unsqueeze(-1)).sum(1, keepdim=True)  # [T,1,3]
-    return torch.cat([bary, zinv], dim=1)
+    x0_, x1_, x2_ = (tri[:, :, 0] - x0.unsqueeze(1)).unbind(1)
+    y0_, y1_, y2_ = (tri[:, :, 1] - y0.unsqueeze(1)).unbind(1)
+    iz0, iz1, iz2 = (1.0 / tri[:, :, 2]).unbind(1)
+    # w_k = c_k + a_k·x + b_k·y with (k, k+1, k+2) cyclic; Σ c_k is twice the signed area.
+    c0, c1, c2 = x1_ * y2_ - x2_ * y1_, x2_ * y0_ - x0_ * y2_, x0_ * y1_ - x1_ * y0_
+    a0, a1, a2 = y1_ - y2_, y2_ - y0_, y0_ - y1_
+    b0, b1, b2 = x2_ - x1_, x0_ - x2_, x1_ - x0_
+    inv_area = 1.0 / (c0 + c1 + c2)
+    coef = torch.stack([c0, a0, b0, c1, a1, b1, c2, a2, b2,
+                        c0 * iz0 + c1 * iz1 + c2 * iz2,
+                        a0 * iz0 + a1 * iz1 + a2 * iz2,
+                        b0 * iz0 + b1 * iz1 + b2 * iz2], dim=1) * inv_area.unsqueeze(1)
+    return coef.view(-1, 4, 3)
+
+
+def _bucket_of(extent: torch.Tensor) -> torch.Tensor:
+    """Index into _EXTENTS of the smallest bucket ≥ extent (extent ≥ 1)."""
+    lut = torch.tensor([0] + [next(i for i, e in enumerate(_EXTENTS) if e >= n) for n in range(1, 65)],
+                       device=extent.device)
+    small = lut[extent.clamp(0, 64)]
+    if bool((extent > 64).any()):
+        big = torch.searchsorted(torch.tensor(_EXTENTS, device=extent.device), extent)
+        small = torch.where(extent > 64, big, small)
+    return small
 
 
 def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws: int,
              near: float, far: float, face_mask: torch.Tensor | None) -> torch.Tensor:
     """No-grad z-buffer [B·Hs·Ws] int64: float32 depth bits << 32 | flat face id (b·F + f); _EMPTY if none."""
     b, n_faces = uv.shape[0], faces.shape[0]
-    tri_x = uv[..., 0][:, faces].reshape(-1, 3)
-    tri_y = uv[..., 1][:, faces].reshape(-1, 3)
-    tri_z = z[:, faces].reshape(-1, 3)
-    area = (tri_x[:, 1] - tri_x[:, 0]) * (tri_y[:, 2] - tri_y[:, 0]) - \
-           (tri_x[:, 2] - tri_x[:, 0]) * (tri_y[:, 1] - tri_y[:, 0])
+    tri = torch.cat([uv, z.unsqueeze(-1)], dim=-1).index_select(1, faces.reshape(-1)).view(-1, 3, 3)  # [T,3,(x,y,z)]
+    # Elementwise min/max of the three vertices: much faster than a reduction over a size-3 axis.
+    lo = torch.minimum(torch.minimum(tri[:, 0], tri[:, 1]), tri[:, 2])
+    hi = torch.maximum(torch.maximum(tri[:, 0], tri[:, 1]), tri[:, 2])
     # The box is widened by _BOX_EPS samples so that a sample a rounding error outside a
     # vertex still reaches the edge-function test, which has its own tolerance.
-    xmin = (tri_x.amin(1) - _BOX_EPS).ceil().clamp_min(0)
-    xmax = (tri_x.amax(1) + _BOX_EPS).floor().clamp_max(ws - 1)
-    ymin = (tri_y.amin(1) - _BOX_EPS).ceil().clamp_min(0)
-    ymax = (tri_y.amax(1) + _BOX_EPS).floor().clamp_max(hs - 1)
-    keep = (tri_z.amin(1) > 1e-6) & (area.abs() > 1e-12) & (xmin <= xmax) & (ymin <= ymax)
+    xmin = (lo[:, 0] - _BOX_EPS).ceil().clamp_min(0)
+    xmax = (hi[:, 0] + _BOX_EPS).floor().clamp_max(ws - 1)
+    ymin = (lo[:, 1] - _BOX_EPS).ceil().clamp_min(0)
+    ymax = (hi[:, 1] + _BOX_EPS).floor().clamp_max(hs - 1)
+    # Degenerate (zero-area) triangles are dropped later by a non-finite inverse area.
+    keep = (lo[:, 2] > 1e-6) & (xmin <= xmax) & (ymin <= ymax)
     if face_mask is not None:
         keep &= face_mask.reshape(-1)
     zbuf = torch.full((b * hs * ws,), _EMPTY, dtype=torch.int64, device=uv.device)
     nx = (xmax - xmin).long() + 1
     ny = (ymax - ymin).long() + 1
-    extents = torch.tensor(_EXTENTS, device=uv.device)
-    bucket = torch.searchsorted(extents, nx.clamp_min(1)) * len(_EXTENTS) + \
-        torch.searchsorted(extents, ny.clamp_min(1))
-    # Dropped triangles get a bucket past every real one; sorting makes each bucket contiguous.
-    bucket = torch.where(keep, bucket, len(_EXTENTS) ** 2)
-    keys, counts = torch.unique(bucket, return_counts=True)
-    keys, counts = keys.tolist(), counts.tolist()
-    if keys[-1] == len(_EXTENTS) ** 2:
-        keys, counts = keys[:-1], counts[:-1]
-    if not keys:
-        return zbuf
-    if len(keys) > 1 or sum(counts) < bucket.numel():
-        tid = torch.argsort(bucket)[:sum(counts)]
-        tri_x, tri_y, tri_z = tri_x[tid], tri_y[tid], tri_z[tid]
-        xmin, ymin, nx, ny = xmin[tid], ymin[tid], nx[tid], ny[tid]
-    else:
-        tid = torch.arange(bucket.numel(), device=uv.device)
-    coef = _plane_coefficients(tri_x, tri_y, tri_z, xmin, ymin)
-    # Flat sample index of each triangle's bounding-box corner.
-    corner = (torch.div(tid, n_faces, rounding_mode="floor") * hs + ymin.long()) * ws + xmin.long()
+    n_ext = len(_EXTENTS)
+    bucket = _bucket_of(nx.clamp_min(1)) * n_ext + _bucket_of(ny.clamp_min(1))
+    bucket = torch.where(keep, bucket, n_ext * n_ext)
+    counts = torch.bincount(bucket, minlength=n_ext * n_ext + 1)
+    # Rare box shapes cost a loop iteration each; fold them into the square bucket of their
+    # larger side (a few wasted candidates instead of dozens of tiny tensor ops).
+    rare = ((counts[:-1] > 0) & (counts[:-1] < _RARE)).nonzero().squeeze(1)
+    merged: set[int] = set()
+    if rare.numel() > 0:
+        side = torch.maximum(torch.div(rare, n_ext, rounding_mode="floor"), rare % n_ext)
+        remap = torch.arange(n_ext * n_ext + 1, device=uv.device)
+        remap[rare] = side * n_ext + side
+        bucket = remap[bucket]
+        merged = set(remap[rare].tolist())
+        counts = torch.bincount(bucket, minlength=n_ext * n_ext + 1)
+    counts = counts[:-1].tolist()
+    # A stable radix sort on a 16-bit key makes each bucket a contiguous run of triangle ids.
+    order = torch.sort(bucket.to(torch.int16), stable=True).indices
     first = 0
-    for key, count in zip(keys, counts):
-        kx, ky = _EXTENTS[key // len(_EXTENTS)], _EXTENTS[key % len(_EXTENTS)]
+    for key, count in enumerate(counts):
+        if count == 0:
+            continue
+        kx, ky = _EXTENTS[key // n_ext], _EXTENTS[key % n_ext]
+        members = order[first:first + count]
+        first += count
         step = max(1, _CHUNK // (kx * ky))
         oy, ox = torch.meshgrid(torch.arange(ky, device=uv.device), torch.arange(kx, device=uv.device),
                                 indexing="ij")
         oy, ox = oy.reshape(-1), ox.reshape(-1)
         basis = torch.stack([torch.ones_like(ox), ox, oy]).to(uv.dtype)  # [3,ky·kx]
         offset = oy * ws + ox
-        exact = max(kx, ky) <= 4  # extents up to 4 are not rounded: every candidate is in the box
-        for start in range(first, first + count, step):
-            m = slice(start, min(start + step, first + count))
-            cf = coef[m]
-            val = (cf.reshape(-1, 3) @ basis).view(cf.shape[0], 4, -1)  # [n,4,ky·kx]
-            inside = val[:, :3].amin(1) >= -_INSIDE_EPS
-            if not exact:
-                inside &= (ox < nx[m, None]) & (oy < ny[m, None])
+        # Extents up to 4 are not rounded, so unless rare shapes were merged in, every candidate is in the box.
+        exact = max(kx, ky) <= 4 and key not in merged
+        for start in range(0, members.numel(), step):
+            tid = members[start:start + step]
+            x0, y0 = xmin.index_select(0, tid), ymin.index_select(0, tid)
+            coef = _plane_coefficients(tri.index_select(0, tid), x0, y0)
+            n = tid.numel()
+            val = (coef.reshape(-1, 3) @ basis).view(n, 4, -1)  # [n,4,ky·kx]
             zinv = val[:, 3]
-            inside &= (zinv > 1.0 / far) & (zinv < 1.0 / near)
-            hit_t, hit_s = inside.nonzero(as_tuple=True)
-            if hit_t.numel() == 0:
+            inside = (torch.minimum(torch.minimum(val[:, 0], val[:, 1]), val[:, 2]) >= -_INSIDE_EPS) \
+                & (zinv > 1.0 / far) & (zinv < 1.0 / near)
+            if not exact:
+                inside &= (ox < nx.index_select(0, tid)[:, None]) & (oy < ny.index_select(0, tid)[:, None])
+            hit = inside.view(-1).nonzero().squeeze(1)
+            if hit.numel() == 0:
                 continue
-            t_hit = hit_t + start
-            pix = corner[t_hit] + offset[hit_s]
-            bits = (1.0 / zinv[hit_t, hit_s]).float().view(torch.int32).to(torch.int64)
-            zbuf.scatter_reduce_(0, pix, (bits << 32) | tid[t_hit], reduce="amin")
-        first += count
+            t_hit = torch.div(hit, ox.numel(), rounding_mode="floor")
+            corner = (torch.div(tid, n_faces, rounding_mode="floor") * hs + y0.long()) * ws + x0.long()
+            pix = corner.index_select(0, t_hit) + offset.index_select(0, hit - t_hit * ox.numel())
+            bits = (1.0 / zinv.reshape(-1).index_select(0, hit)).float().view(torch.int32).to(torch.int64)
+            zbuf.scatter_reduce_(0, pix, (bits << 32) | tid.index_select(0, t_hit), reduce="amin")
     return zbuf
 
 

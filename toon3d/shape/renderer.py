@@ -104,7 +104,8 @@ class Renderer:
         if canon_mask.shape != (batch, s, s):
             raise Toon3dError(f"canon_mask must be [B,H,W] = {(batch, s, s)}, got {tuple(canon_mask.shape)}")
         inside = canon_mask.reshape(batch, -1) > 0.5
-        return inside[:, self.faces].all(-1)
+        corners = inside.index_select(1, self.faces.reshape(-1)).view(batch, -1, 3)
+        return corners[..., 0] & corners[..., 1] & corners[..., 2]
 
     def warped_vertices(self, canon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Canonical grid points moved to the view: [B,H·W,3] in camera space."""
