@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_renderer.py --threads 2 [--sizes 64 128 256] [--repeats 5]
 
-Prints the median and best wall time per call. The shape is a head-like ellipsoid seen from a
+Prints the median and best wall time per call and the median process CPU time (all
+threads together; on a shared machine it is steadier than wall time). The shape is a head-like ellipsoid seen from a
 moderate random view (about the reference's pseudo-sample views), so triangle sizes are
 realistic. Also prints batched no-grad throughput of `render_view` (images/s), the path the
 SynFace generator uses.
@@ -31,24 +32,26 @@ def head(batch: int, size: int, device: torch.device) -> tuple[torch.Tensor, tor
     return depth.expand(batch, size, size).contiguous(), (rho < 1).expand(batch, size, size)
 
 
-def timeit(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+def timeit(fn, repeats: int, device: torch.device) -> tuple[float, float, float]:
+    """Median and best wall time, and median process CPU time (less sensitive to other load)."""
     fn()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), min(times), statistics.median(cpu)
 
 
 def bench_device(device: torch.device, sizes: list[int], repeats: int, batches: list[int]) -> None:
     gen = torch.Generator().manual_seed(0)
     print(f"\n== {device} (threads={torch.get_num_threads()}) ==")
-    print(f"{'what':44s} {'size':>5s} {'median s':>9s} {'best s':>9s}")
+    print(f"{'what':44s} {'size':>5s} {'median s':>9s} {'best s':>9s} {'cpu s':>9s}")
     for size in sizes:
         renderer = Renderer(RenderSettings(size), device=device)
         depth, _ = head(1, size, device)
@@ -81,8 +84,8 @@ def bench_device(device: torch.device, sizes: list[int], repeats: int, batches: 
                          ("render_depth forward+backward", depth_fwd_bwd),
                          ("reconstruction forward (no grad)", lambda: recon(False)),
                          ("reconstruction forward+backward", lambda: recon(True))):
-            med, best = timeit(fn, repeats, device)
-            print(f"{name:44s} {size:5d} {med:9.4f} {best:9.4f}")
+            med, best, cpu = timeit(fn, repeats, device)
+            print(f"{name:44s} {size:5d} {med:9.4f} {best:9.4f} {cpu:9.4f}")
     for batch in batches:
         size = 128
         renderer = Renderer(RenderSettings(size), device=device)
@@ -94,9 +97,9 @@ def bench_device(device: torch.device, sizes: list[int], repeats: int, batches: 
             with torch.no_grad():
                 renderer.render_view(texture, depth, R, t, canon_mask=mask)
 
-        med, best = timeit(many, max(2, repeats // 2), device)
-        print(f"{'render_view no grad, B=' + str(batch) + ', masked':44s} {size:5d} {med:9.4f} {best:9.4f}"
-              f"   → {batch / med:6.1f} images/s (median)")
+        med, best, cpu = timeit(many, max(2, repeats // 2), device)
+        print(f"{'render_view no grad, B=' + str(batch) + ', masked':44s} {size:5d} {med:9.4f} {best:9.4f} "
+              f"{cpu:9.4f}   → {batch / med:6.1f} images/s (median wall)")
 
 
 def main() -> None:

@@ -137,12 +137,22 @@ def _flat(points: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
     return points.reshape(points.shape[0], -1, 3), points.shape
 
 
+def _rotate(points: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """points [B,M,3] → points Rᵀ (each point multiplied by R), as 9 broadcast multiply-adds.
+
+    A batched matmul with an inner size of 3 is several times slower than this on CPU.
+    """
+    x, y, z = points.unbind(-1)
+    r = R.unsqueeze(-1)  # [B,3,3,1]
+    return torch.stack([r[:, i, 0] * x + r[:, i, 1] * y + r[:, i, 2] * z for i in range(3)], dim=-1)
+
+
 def warp_points(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
                 rot_center_depth: float = 1.0) -> torch.Tensor:
     """Move canonical points [B,...,3] to a view: P' = (P - c) Rᵀ + c + t, c = (0,0,rot_center_depth)."""
     flat, shape = _flat(points)
     centre = flat.new_tensor([0.0, 0.0, rot_center_depth])
-    out = (flat - centre) @ R.transpose(1, 2) + centre + t.unsqueeze(1)
+    out = _rotate(flat - centre, R) + centre + t.unsqueeze(1)
     return out.reshape(shape)
 
 
@@ -151,7 +161,7 @@ def inverse_warp_points(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
     """Undo `warp_points` on [B,...,3]: P = (P' - t - c) R + c."""
     flat, shape = _flat(points)
     centre = flat.new_tensor([0.0, 0.0, rot_center_depth])
-    out = (flat - t.unsqueeze(1) - centre) @ R + centre
+    out = _rotate(flat - t.unsqueeze(1) - centre, R.transpose(1, 2)) + centre
     return out.reshape(shape)
 
 

@@ -86,49 +86,32 @@ def _check_inputs(vertices: torch.Tensor, faces: torch.Tensor, face_mask: torch.
                           f"got {tuple(face_mask.shape)}")
 
 
-def _barycentric(px: torch.Tensor, py: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
-    """Screen-space barycentrics [...,3] of samples (px, py) [...] in triangles tx, ty [...,3] (any winding)."""
-    x0, x1, x2 = tx.unbind(-1)
-    y0, y1, y2 = ty.unbind(-1)
-    e0 = (x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)
-    e1 = (x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)
-    e2 = (x0 - px) * (y1 - py) - (x1 - px) * (y0 - py)
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    return torch.stack([e0, e1, e2], dim=-1) / area.unsqueeze(-1)
-
-
-def _clamp_bary(w: torch.Tensor) -> torch.Tensor:
-    w = w.clamp(0.0, 1.0)
-    return w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-
-
 def _plane_coefficients(tri: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-    """[n,4,3]: barycentrics w0, w1, w2 and 1/z as c + a·(x - x0) + b·(y - y0), from tri [n,3,3] = (x, y, z).
+    """[4,3,n]: barycentrics w0, w1, w2 and 1/z as c + a·(x - x0) + b·(y - y0), from tri [9,n] = (x_k, y_k, z_k).
 
     Coordinates are taken relative to each triangle's bounding-box corner so the constant
     terms stay small: in absolute coordinates (up to ~10³) float32 cancellation would blur the
     inside test by ~10⁻² barycentric units.
     """
-    x0_, x1_, x2_ = (tri[:, :, 0] - x0.unsqueeze(1)).unbind(1)
-    y0_, y1_, y2_ = (tri[:, :, 1] - y0.unsqueeze(1)).unbind(1)
-    iz0, iz1, iz2 = (1.0 / tri[:, :, 2]).unbind(1)
+    xa, xb, xc = tri[0] - x0, tri[1] - x0, tri[2] - x0
+    ya, yb, yc = tri[3] - y0, tri[4] - y0, tri[5] - y0
+    iza, izb, izc = 1.0 / tri[6], 1.0 / tri[7], 1.0 / tri[8]
     # w_k = c_k + a_k·x + b_k·y with (k, k+1, k+2) cyclic; Σ c_k is twice the signed area.
-    c0, c1, c2 = x1_ * y2_ - x2_ * y1_, x2_ * y0_ - x0_ * y2_, x0_ * y1_ - x1_ * y0_
-    a0, a1, a2 = y1_ - y2_, y2_ - y0_, y0_ - y1_
-    b0, b1, b2 = x2_ - x1_, x0_ - x2_, x1_ - x0_
-    inv_area = 1.0 / (c0 + c1 + c2)
+    c0, c1, c2 = xb * yc - xc * yb, xc * ya - xa * yc, xa * yb - xb * ya
+    a0, a1, a2 = yb - yc, yc - ya, ya - yb
+    b0, b1, b2 = xc - xb, xa - xc, xb - xa
     coef = torch.stack([c0, a0, b0, c1, a1, b1, c2, a2, b2,
-                        c0 * iz0 + c1 * iz1 + c2 * iz2,
-                        a0 * iz0 + a1 * iz1 + a2 * iz2,
-                        b0 * iz0 + b1 * iz1 + b2 * iz2], dim=1) * inv_area.unsqueeze(1)
-    return coef.view(-1, 4, 3)
+                        c0 * iza + c1 * izb + c2 * izc,
+                        a0 * iza + a1 * izb + a2 * izc,
+                        b0 * iza + b1 * izb + b2 * izc])
+    return (coef / (c0 + c1 + c2)).view(4, 3, -1)
 
 
 def _bucket_of(extent: torch.Tensor) -> torch.Tensor:
     """Index into _EXTENTS of the smallest bucket ≥ extent (extent ≥ 1)."""
     lut = torch.tensor([0] + [next(i for i, e in enumerate(_EXTENTS) if e >= n) for n in range(1, 65)],
                        device=extent.device)
-    small = lut[extent.clamp(0, 64)]
+    small = lut.index_select(0, extent.clamp(0, 64))
     if bool((extent > 64).any()):
         big = torch.searchsorted(torch.tensor(_EXTENTS, device=extent.device), extent)
         small = torch.where(extent > 64, big, small)
@@ -138,21 +121,30 @@ def _bucket_of(extent: torch.Tensor) -> torch.Tensor:
 def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws: int,
              near: float, far: float, face_mask: torch.Tensor | None) -> torch.Tensor:
     """No-grad z-buffer [B·Hs·Ws] int64: float32 depth bits << 32 | flat face id (b·F + f); _EMPTY if none."""
-    b, n_faces = uv.shape[0], faces.shape[0]
-    tri = torch.cat([uv, z.unsqueeze(-1)], dim=-1).index_select(1, faces.reshape(-1)).view(-1, 3, 3)  # [T,3,(x,y,z)]
-    # Elementwise min/max of the three vertices: much faster than a reduction over a size-3 axis.
-    lo = torch.minimum(torch.minimum(tri[:, 0], tri[:, 1]), tri[:, 2])
-    hi = torch.maximum(torch.maximum(tri[:, 0], tri[:, 1]), tri[:, 2])
+    b, n_verts = z.shape
+    n_faces = faces.shape[0]
+    # Structure-of-arrays triangles [9,T] = (x0,x1,x2, y0,y1,y2, z0,z1,z2), T = B·F, so every
+    # per-triangle quantity below is a contiguous row.
+    coords = torch.stack([uv[..., 0], uv[..., 1], z]).reshape(3, -1)                       # [3,B·N]
+    gid = None  # global face id (b·F + f) of each row of `tri`; None: row t is face t
+    if face_mask is None:
+        vidx = (faces.t().unsqueeze(1) + torch.arange(b, device=uv.device).view(1, b, 1) * n_verts).reshape(-1)
+    else:
+        # Gather only the faces the mask keeps (a head without its background plane).
+        gid = face_mask.reshape(-1).nonzero().squeeze(1)
+        batch_of = torch.div(gid, n_faces, rounding_mode="floor")
+        vidx = (faces.index_select(0, gid - batch_of * n_faces) + (batch_of * n_verts).unsqueeze(1)).t().reshape(-1)
+    tri = coords.index_select(1, vidx).view(9, -1)
+    t_count = tri.shape[1]
+    xmin = (torch.minimum(torch.minimum(tri[0], tri[1]), tri[2]) - _BOX_EPS).ceil().clamp_min(0)
+    xmax = (torch.maximum(torch.maximum(tri[0], tri[1]), tri[2]) + _BOX_EPS).floor().clamp_max(ws - 1)
+    ymin = (torch.minimum(torch.minimum(tri[3], tri[4]), tri[5]) - _BOX_EPS).ceil().clamp_min(0)
+    ymax = (torch.maximum(torch.maximum(tri[3], tri[4]), tri[5]) + _BOX_EPS).floor().clamp_max(hs - 1)
     # The box is widened by _BOX_EPS samples so that a sample a rounding error outside a
-    # vertex still reaches the edge-function test, which has its own tolerance.
-    xmin = (lo[:, 0] - _BOX_EPS).ceil().clamp_min(0)
-    xmax = (hi[:, 0] + _BOX_EPS).floor().clamp_max(ws - 1)
-    ymin = (lo[:, 1] - _BOX_EPS).ceil().clamp_min(0)
-    ymax = (hi[:, 1] + _BOX_EPS).floor().clamp_max(hs - 1)
-    # Degenerate (zero-area) triangles are dropped later by a non-finite inverse area.
-    keep = (lo[:, 2] > 1e-6) & (xmin <= xmax) & (ymin <= ymax)
-    if face_mask is not None:
-        keep &= face_mask.reshape(-1)
+    # vertex still reaches the edge-function test, which has its own tolerance. Degenerate
+    # (zero-area) triangles drop out later through a non-finite inverse area.
+    zmin = torch.minimum(torch.minimum(tri[6], tri[7]), tri[8])
+    keep = (zmin > 1e-6) & (xmin <= xmax) & (ymin <= ymax)
     zbuf = torch.full((b * hs * ws,), _EMPTY, dtype=torch.int64, device=uv.device)
     nx = (xmax - xmin).long() + 1
     ny = (ymax - ymin).long() + 1
@@ -168,7 +160,7 @@ def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws
         side = torch.maximum(torch.div(rare, n_ext, rounding_mode="floor"), rare % n_ext)
         remap = torch.arange(n_ext * n_ext + 1, device=uv.device)
         remap[rare] = side * n_ext + side
-        bucket = remap[bucket]
+        bucket = remap.index_select(0, bucket)
         merged = set(remap[rare].tolist())
         counts = torch.bincount(bucket, minlength=n_ext * n_ext + 1)
     counts = counts[:-1].tolist()
@@ -185,29 +177,57 @@ def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws
         oy, ox = torch.meshgrid(torch.arange(ky, device=uv.device), torch.arange(kx, device=uv.device),
                                 indexing="ij")
         oy, ox = oy.reshape(-1), ox.reshape(-1)
-        basis = torch.stack([torch.ones_like(ox), ox, oy]).to(uv.dtype)  # [3,ky·kx]
+        offsets_xy = [(float(i), float(j)) for j in range(ky) for i in range(kx)]
         offset = oy * ws + ox
         # Extents up to 4 are not rounded, so unless rare shapes were merged in, every candidate is in the box.
         exact = max(kx, ky) <= 4 and key not in merged
-        for start in range(0, members.numel(), step):
-            tid = members[start:start + step]
-            x0, y0 = xmin.index_select(0, tid), ymin.index_select(0, tid)
-            coef = _plane_coefficients(tri.index_select(0, tid), x0, y0)
-            n = tid.numel()
-            val = (coef.reshape(-1, 3) @ basis).view(n, 4, -1)  # [n,4,ky·kx]
-            zinv = val[:, 3]
-            inside = (torch.minimum(torch.minimum(val[:, 0], val[:, 1]), val[:, 2]) >= -_INSIDE_EPS) \
-                & (zinv > 1.0 / far) & (zinv < 1.0 / near)
+        for start in range(0, count, step):
+            # tid None: this chunk is every triangle, in order (no gathers needed).
+            tid = None if count == t_count and step >= count else members[start:start + step]
+            sub = tri if tid is None else tri.index_select(1, tid)
+            x0 = xmin if tid is None else xmin.index_select(0, tid)
+            y0 = ymin if tid is None else ymin.index_select(0, tid)
+            coef = _plane_coefficients(sub, x0, y0)                         # [4,3,n]
+            c, a, bb = coef[:, 0], coef[:, 1], coef[:, 2]                   # [4,n] each
+            bx = by = None
             if not exact:
-                inside &= (ox < nx.index_select(0, tid)[:, None]) & (oy < ny.index_select(0, tid)[:, None])
-            hit = inside.view(-1).nonzero().squeeze(1)
+                bx = nx if tid is None else nx.index_select(0, tid)
+                by = ny if tid is None else ny.index_select(0, tid)
+            if len(offsets_xy) <= 16:
+                # Small boxes: candidate-major, one contiguous [4,n] plane evaluation per box offset.
+                insides, zinvs = [], []
+                for dx, dy in offsets_xy:
+                    val = torch.add(c, a, alpha=dx).add_(bb, alpha=dy)
+                    ok = torch.minimum(torch.minimum(val[0], val[1]), val[2]) >= -_INSIDE_EPS
+                    ok &= (val[3] > 1.0 / far) & (val[3] < 1.0 / near)
+                    if bx is not None:
+                        ok &= (bx > dx) & (by > dy)
+                    insides.append(ok)
+                    zinvs.append(val[3])
+                inside, zinv = torch.stack(insides), torch.stack(zinvs)    # [ky·kx, n]
+            else:
+                # Large boxes (few triangles): separable broadcast (c + b·y) + a·x over the whole box.
+                ys = torch.arange(ky, device=uv.device, dtype=uv.dtype).view(1, ky, 1, 1)
+                xs = torch.arange(kx, device=uv.device, dtype=uv.dtype).view(1, 1, kx, 1)
+                val = (c.unsqueeze(1).unsqueeze(1) + bb.unsqueeze(1).unsqueeze(1) * ys
+                       + a.unsqueeze(1).unsqueeze(1) * xs).view(4, ky * kx, -1)  # [4, ky·kx, n]
+                zinv = val[3]
+                inside = (torch.minimum(torch.minimum(val[0], val[1]), val[2]) >= -_INSIDE_EPS) \
+                    & (zinv > 1.0 / far) & (zinv < 1.0 / near)
+                if bx is not None:
+                    inside &= (ox.unsqueeze(1) < bx) & (oy.unsqueeze(1) < by)
+            n = c.shape[1]
+            hit = inside.view(-1).nonzero().squeeze(1)                      # index j·n + t
             if hit.numel() == 0:
                 continue
-            t_hit = torch.div(hit, ox.numel(), rounding_mode="floor")
-            corner = (torch.div(tid, n_faces, rounding_mode="floor") * hs + y0.long()) * ws + x0.long()
-            pix = corner.index_select(0, t_hit) + offset.index_select(0, hit - t_hit * ox.numel())
+            j_hit = torch.div(hit, n, rounding_mode="floor")
+            t_hit = hit - j_hit * n
+            rows = torch.arange(t_count, device=uv.device) if tid is None else tid
+            face_id = rows if gid is None else gid.index_select(0, rows)
+            corner = (torch.div(face_id, n_faces, rounding_mode="floor") * hs + y0.long()) * ws + x0.long()
+            pix = corner.index_select(0, t_hit) + offset.index_select(0, j_hit)
             bits = (1.0 / zinv.reshape(-1).index_select(0, hit)).float().view(torch.int32).to(torch.int64)
-            zbuf.scatter_reduce_(0, pix, (bits << 32) | tid.index_select(0, t_hit), reduce="amin")
+            zbuf.scatter_reduce_(0, pix, (bits << 32) | face_id.index_select(0, t_hit), reduce="amin")
     return zbuf
 
 
@@ -240,16 +260,23 @@ def rasterise(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size
         return Fragments(pix=empty[:, 0].long(), verts=empty.long(), bary=empty, zk=empty,
                          depth=depth, covered=covered.reshape(b, hs, ws))
     pix = covered.nonzero().squeeze(1)
-    fid = zbuf[pix] & 0xFFFFFFFF
+    fid = zbuf.index_select(0, pix) & 0xFFFFFFFF
     batch_of = torch.div(fid, faces.shape[0], rounding_mode="floor")
-    verts = faces[fid - batch_of * faces.shape[0]] + (batch_of * n_verts).unsqueeze(1)
-    uv_flat = uv.reshape(-1, 2)
-    z_flat = z.reshape(-1)
+    verts = faces.index_select(0, fid - batch_of * faces.shape[0]) + (batch_of * n_verts).unsqueeze(1)
+    n_pix = pix.numel()
+    uvk = uv.reshape(-1, 2).index_select(0, verts.reshape(-1)).view(n_pix, 3, 2)
+    zk = z.reshape(-1).index_select(0, verts.reshape(-1)).view(n_pix, 3)
     col = (pix % ws).to(uv.dtype)
     row = torch.div(pix, ws, rounding_mode="floor").remainder(hs).to(uv.dtype)
-    bary = _clamp_bary(_barycentric(col, row, uv_flat[verts, 0], uv_flat[verts, 1]))
-    zk = z_flat[verts]
-    depth_pix = 1.0 / (bary / zk).sum(-1)
+    dx0, dx1, dx2 = (uvk[..., 0] - col.unsqueeze(1)).unbind(1)
+    dy0, dy1, dy2 = (uvk[..., 1] - row.unsqueeze(1)).unbind(1)
+    edge = torch.stack([dx1 * dy2 - dx2 * dy1, dx2 * dy0 - dx0 * dy2, dx0 * dy1 - dx1 * dy0], dim=1)  # Σ = 2·area
+    # Barycentrics clamped at 0 and renormalised, as neural_renderer does; the area divides out,
+    # so only its sign (either winding: double-sided faces) is needed.
+    edge = (edge * edge.detach().sum(1, keepdim=True).sign()).clamp_min(0)
+    total = edge.sum(1)
+    depth_pix = total / (edge / zk).sum(1)                                # 1 / Σ (w_k / z_k)
+    bary = edge / total.unsqueeze(1) if need_bary else edge.new_empty(0, 3)
     depth = torch.full((b * hs * ws,), far, dtype=vertices.dtype, device=vertices.device)
     depth = depth.index_put((pix,), depth_pix).reshape(b, hs, ws)
     return Fragments(pix=pix, verts=verts, bary=bary, zk=zk, depth=depth, covered=covered.reshape(b, hs, ws))
