@@ -26,8 +26,8 @@ class MarchSettings:
 
     fov_deg: float = 10.0
     rot_center_depth: float = 1.0
-    steps: int = 20
-    bisections: int = 6
+    steps: int = 14
+    bisections: int = 5
     margin: float = 0.004
     background_depth: float = 1.2
 

@@ -37,6 +37,9 @@ class SynFaceSettings:
     fov_deg: float = 10.0
     method: str = "raymarch"   # "raymarch" (fast) or "mesh" (the toon3d rasteriser)
     antialias_edges: bool = True
+    # Faces are rendered in chunks of about this many pixels (32 faces at 128 px): smaller
+    # chunks pay per-operation overhead, larger ones allocate tens of MB per operation.
+    chunk_pixels: int = 1 << 19
 
 
 def check_size(size: object) -> int:
@@ -115,6 +118,16 @@ def render_synface(params: SynFaceParams, size: int, device: torch.device | str 
     """
     size = check_size(size)
     s = settings or SynFaceSettings()
+    chunk = max(1, s.chunk_pixels // (size * size))
+    parts = [_render_chunk(params[i:i + chunk], size, device, s) for i in range(0, len(params), chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+
+
+def _render_chunk(params: SynFaceParams, size: int, device: torch.device | str | None,
+                  s: SynFaceSettings) -> dict:
+    """`render_synface` for one chunk of faces."""
     canon = canonical_face(params, size, device)
     depth_c, mask_c = canon["canon_depth"], canon["canon_mask"]
     renderer = Renderer(RenderSettings(size, fov_deg=s.fov_deg, pixel_offset=0.0), device=device)
