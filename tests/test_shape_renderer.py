@@ -68,6 +68,9 @@ def test_canon_mask_drops_the_background_plane():
     recon = r.warp_canon_depth(depth, R, t, canon_mask=head)
     assert torch.all(recon[~head] == 1.2)
     assert torch.all(recon[:, size // 2, size // 2 - 3:size // 2 + 3] < 1.0)
+    # The fast slice-based face mask equals "every vertex of the face is inside the mask".
+    generic = head.reshape(1, -1)[:, r.faces].all(-1)
+    assert torch.equal(r._face_mask(head, 1), generic)
 
 
 def test_shading_formula():

@@ -24,6 +24,7 @@ canonical depth unshifted.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,7 @@ from toon3d.errors import Toon3dError
 from toon3d.shape.camera import project_points
 
 _EMPTY = torch.iinfo(torch.int64).max
+_HIGH_WORD = 1 if sys.byteorder == "little" else 0
 # Edge-function tolerance (in barycentric units) so samples lying exactly on a shared edge
 # are claimed by at least one of its two triangles despite rounding: no cracks in the mesh.
 _INSIDE_EPS = 1e-5
@@ -254,8 +256,9 @@ def rasterise(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size
                         None if face_mask is None else face_mask.bool())
     covered = zbuf != _EMPTY
     if not need_bary and not (torch.is_grad_enabled() and vertices.requires_grad):
-        depth = (zbuf >> 32).to(torch.int32).view(torch.float32).to(vertices.dtype)
-        depth = torch.where(covered, depth, torch.full_like(depth, far)).reshape(b, hs, ws)
+        # The high 32-bit word of each key is the float32 depth: read it in place.
+        depth = zbuf.view(torch.float32).view(-1, 2)[:, _HIGH_WORD].to(vertices.dtype)
+        depth = depth.masked_fill(~covered, far).reshape(b, hs, ws)
         empty = torch.empty(0, 3, dtype=vertices.dtype, device=vertices.device)
         return Fragments(pix=empty[:, 0].long(), verts=empty.long(), bary=empty, zk=empty,
                          depth=depth, covered=covered.reshape(b, hs, ws))

@@ -103,9 +103,11 @@ class Renderer:
         s = self.settings.size
         if canon_mask.shape != (batch, s, s):
             raise Toon3dError(f"canon_mask must be [B,H,W] = {(batch, s, s)}, got {tuple(canon_mask.shape)}")
-        inside = canon_mask.reshape(batch, -1) > 0.5
-        corners = inside.index_select(1, self.faces.reshape(-1)).view(batch, -1, 3)
-        return corners[..., 0] & corners[..., 1] & corners[..., 2]
+        m = canon_mask > 0.5
+        # Faces follow `grid_faces`: all [tl, bl, tr] triangles, then all [tr, bl, br].
+        tl, tr, bl, br = m[:, :-1, :-1], m[:, :-1, 1:], m[:, 1:, :-1], m[:, 1:, 1:]
+        shared = tr & bl
+        return torch.cat([(tl & shared).reshape(batch, -1), (shared & br).reshape(batch, -1)], dim=1)
 
     def warped_vertices(self, canon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Canonical grid points moved to the view: [B,H·W,3] in camera space."""
