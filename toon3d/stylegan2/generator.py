@@ -57,6 +57,8 @@ class Generator(nn.Module):
         for layer in range(self.num_layers):
             r = 2 ** ((layer + 5) // 2)
             self.noises.register_buffer(f"noise_{layer}", torch.randn(1, 1, r, r))
+        # Inference on CPU runs a batch one sample at a time (see _per_sample_inference).
+        self.per_sample_cpu_inference = True
         in_ch = c4
         for i in range(3, self.log_size + 1):
             out_ch = self.channels[2**i]
@@ -144,6 +146,49 @@ class Generator(nn.Module):
         unknown = set(inject) - set(self.resolutions)
         if unknown:
             raise ValueError(f"inject_features resolutions {sorted(unknown)} not in {self.resolutions}")
+        if batch > 1 and self._per_sample_inference(ws):
+            return self._synthesize_per_sample(ws, noises, generator, return_features, inject)
+        return self._synthesize(ws, noises, generator, return_features, inject)
+
+    def _per_sample_inference(self, ws: torch.Tensor) -> bool:
+        # Measured on CPU (benchmarks/bench_generator.py): without autograd, one sample at a
+        # time with modulated weights beats the batched shared-weight path, whose full-size
+        # input/output scaling passes and temporaries cost more than the convs gain from
+        # batching. GPUs prefer the batched path.
+        return (self.per_sample_cpu_inference and ws.device.type == "cpu" and not torch.is_grad_enabled()
+                and all(m.path == "fast" for m in self.modules() if isinstance(m, ModulatedConv2d)))
+
+    def _synthesize_per_sample(self, ws: torch.Tensor, noises: list[torch.Tensor | None],
+                               generator: torch.Generator | None, return_features: bool,
+                               inject: dict[int, torch.Tensor],
+                               ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        batch = ws.shape[0]
+        # Random maps are drawn up front in layer order, the same draws the batched path makes.
+        noises = [n if n is not None else torch.randn(batch, 1, *b.shape[2:], generator=generator,
+                                                      device=ws.device, dtype=ws.dtype)
+                  for n, b in zip(noises, self.noise_buffers())]
+
+        def row(t: torch.Tensor, i: int) -> torch.Tensor:
+            return t[i : i + 1] if t.shape[0] == batch else t
+
+        images, feats = [], []
+        for i in range(batch):
+            out = self._synthesize(ws[i : i + 1], [row(n, i) for n in noises], generator, return_features,
+                                   {r: row(t, i) for r, t in inject.items()})
+            if return_features:
+                images.append(out[0])
+                feats.append(out[1])
+            else:
+                images.append(out)
+        image = torch.cat(images, 0)
+        if return_features:
+            return image, {r: torch.cat([f[r] for f in feats], 0) for r in feats[0]}
+        return image
+
+    def _synthesize(self, ws: torch.Tensor, noises: list[torch.Tensor | None], generator: torch.Generator | None,
+                    return_features: bool, inject: dict[int, torch.Tensor],
+                    ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        batch = ws.shape[0]
         features: dict[int, torch.Tensor] = {}
 
         def tap(res: int, out: torch.Tensor) -> torch.Tensor:

@@ -152,7 +152,8 @@ def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     b, i, h, w = x.shape
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return (x.permute(0, 2, 3, 1) @ weight.t()).permute(0, 3, 1, 2)
-    return (weight @ x.reshape(b, i, h * w)).view(b, -1, h, w)
+    # bmm with an expanded weight; `weight @ x` would copy x into a transposed layout.
+    return torch.bmm(weight.expand(b, -1, -1), x.reshape(b, i, h * w)).view(b, -1, h, w)
 
 
 class NoiseInjection(nn.Module):
