@@ -47,7 +47,9 @@ def canonical_albedo(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: tor
     flush = (0.15 + 0.35 * col(p.blush)) * compact_bump(ellipse_q(ax, y, lay.hw * 0.52, EYE_Y + 0.2, 0.14, 0.1))
     red = torch.tensor([0.85, 0.35, 0.35], device=x.device, dtype=x.dtype)[None, :, None, None]
     img = img * (1 - 0.25 * flush[:, None]) + red * img * 0.25 * flush[:, None] * 1.6
-    img = img * (1 - 0.16 * parts.neck[:, None])
+    # The neck sits in the jaw's shadow, darkest just under the chin.
+    under_chin = 0.16 + 0.3 * (1 - ((y - lay.chin_y) / 0.25).clamp(0, 1))
+    img = img * (1 - under_chin * parts.neck)[:, None]
     ear_fold = parts.ears * compact_bump(ellipse_q(ax, y, lay.jaw_rx * 0.98 + 0.04, EYE_Y + 0.09, 0.03, 0.08))
     img = img * (1 - 0.3 * ear_fold[:, None])
 

@@ -46,10 +46,10 @@ def canonical_depth(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: torc
     up, nb, mb = parts.upper, parts.nose.box, parts.mouth
     xs, ys = nb.of(x), nb.of(y)
     nw = lay.nose_w
-    nh = col(p.nose_height) * 0.017 * fd
+    nh = col(p.nose_height) * 0.015 * fd
     s = (ys - lay.nose_top) / (lay.nose_tip - lay.nose_top)
     ridge_h = nh * (0.22 + 0.78 * s.clamp(0, 1).pow(1.3)) * (1 - smoothstep_drop(s))
-    ridge_w = (0.042 + 0.035 * s.clamp(0, 1).square()) * nw
+    ridge_w = (0.048 + 0.035 * s.clamp(0, 1).square()) * nw
     ridge = ridge_h * compact_bump((xs / ridge_w).square()) * (1 - (-s / 0.15).clamp(0, 1))
     tip = nh * 0.25 * compact_bump(ellipse_q(xs, ys, 0.0, lay.nose_tip - 0.01, 0.05 * nw, 0.045))
     wings = nh * 0.35 * compact_bump(ellipse_q(xs.abs(), ys, 0.045 * nw, lay.nose_tip + 0.012, 0.04 * nw, 0.035))
@@ -79,7 +79,7 @@ def canonical_depth(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: torc
 
     # Ears and neck sit behind the face oval.
     ear_z = FACE_FRONT + 0.036 * fd
-    neck_z = FACE_FRONT + 0.05 * fd + 0.04 * (ax / (0.5 * lay.jaw_rx)).clamp(max=1.3).square()
+    neck_z = FACE_FRONT + 0.05 * fd + 0.04 * (ax / (0.44 * lay.jaw_rx)).clamp(max=1.3).square()
     z = torch.where(parts.face > 0.5, z, torch.where(parts.ears > 0.5, ear_z + 0 * z, neck_z + 0 * z))
 
     # Hair: a volume over the skull (in front of the face where it covers it), a curtain behind.

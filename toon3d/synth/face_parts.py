@@ -238,8 +238,9 @@ def _head_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Ten
     es = col(p.ear_size)
     ear_q = ellipse_q(ax, y, ear_x, ear_y, 0.055 * es, 0.12 * es)
     ears = coverage(ellipse_sdf(ear_q, 0.05 * es), e) * (1 - face)
-    neck_w = 0.5 * lay.jaw_rx + 0.6 * (y - 0.8).clamp(min=0).square()
-    neck = coverage(torch.maximum(ax - neck_w, lay.mouth_y - y), e) * (1 - face)
+    neck_w = 0.44 * lay.jaw_rx + 0.6 * (y - 0.8).clamp(min=0).square()
+    # The neck starts well inside the jaw outline, so its top edge stays hidden in turned views.
+    neck = coverage(torch.maximum(ax - neck_w, lay.chin_y - 0.2 - y), e) * (1 - face)
 
     # Hair: a volume ellipse around the skull, cut by the hairline; long hair hangs behind.
     vol = col(p.hair_volume)
