@@ -30,7 +30,7 @@ def test_render_writes_every_export(tmp_path, capsys):
     assert code == 0
     names = {p.name for p in out.iterdir()}
     assert {"mesh.obj", "mesh.mtl", "mesh.png", "mesh.glb", "normal.png", "depth.png", "depth16.png",
-            "canonical.png", "turntable.gif", "turntable.mp4", "turntable_sheet.png"} <= names
+            "canonical.png", "relight.png", "turntable.gif", "turntable.mp4", "turntable_sheet.png"} <= names
     mesh = load_mesh(out / "mesh.glb")
     assert mesh.vertices.shape[0] == size * size + (size - 1) ** 2
     frame0 = np.asarray(Image.open(out / "turntable_sheet.png").convert("RGB"))

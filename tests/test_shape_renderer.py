@@ -91,6 +91,11 @@ def test_shading_formula():
                                torch.tensor([[1.0, 1.0, 1.0]]) / 3 ** 0.5)
     with pytest.raises(Toon3dError, match=r"\[B,4\]"):
         r.shade(albedo, depth, torch.zeros(2, 3))
+    # Relighting with r = 0 is plain shading; r shifts ambient by −0.6·r and diffuse by +r.
+    torch.testing.assert_close(r.relight(albedo, depth, light, 0.0), texture)
+    relit = r.relight(albedo, depth, light, torch.tensor([0.5, 0.5]))
+    shading_r = shading - 0.6 * 0.5 + 0.5 * expected_diffuse
+    torch.testing.assert_close(relit, (albedo / 2 + 0.5) * shading_r * 2 - 1)
 
 
 def test_reconstruction_gradients_reach_depth_albedo_view_and_light():

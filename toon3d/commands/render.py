@@ -102,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         texture, diffuse = renderer.shade(albedo.to(device).unsqueeze(0), depth_b, light.to(device))
         normal = normals_from_depth(depth_b, renderer.K)[0]
+        # GAN2Shape's relighting grid: dx ∈ {−1.5, −0.7, 0, 0.7, 1.5} × dy ∈ {0, 0.6}, strength 0.3.
+        relight_dirs = torch.tensor([[dx, dy] for dy in (0.0, 0.6) for dx in (-1.5, -0.7, 0.0, 0.7, 1.5)])
+        relight_light = torch.cat([light[:, :2].expand(len(relight_dirs), 2), relight_dirs], dim=1).to(device)
+        relit = renderer.relight(albedo.to(device).expand(len(relight_dirs), -1, -1, -1),
+                                 depth_b.expand(len(relight_dirs), -1, -1), relight_light, 0.3).clamp(-1, 1)
         views = turntable_views(args.frames, args.yaw_max, args.pitch_max, device=device)
         frames = []
         for start in tqdm(range(0, len(views), args.batch), desc="turntable", unit="batch", leave=False):
@@ -124,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
         save_depth16_png(depth, out / "depth16.png")
         save_png(texture[0].cpu(), out / "canonical.png")
         save_png(diffuse[0].cpu(), out / "diffuse.png", value_range=(0.0, 1.0))
+        save_png(make_grid(relit.cpu(), nrow=5), out / "relight.png")
         for fmt in formats:
             write_video(frames_u8, out / f"turntable.{fmt}", args.fps)
         save_png(make_grid(torch.stack([frames[i] for i in sheet_idx]), nrow=min(6, len(sheet_idx))),
                  out / "turntable_sheet.png")
     print(f"wrote {args.out}: mesh.obj/.mtl/.png, mesh.glb, normal.png, depth.png, depth16.png, canonical.png, "
-          f"diffuse.png, {', '.join('turntable.' + f for f in formats)}, turntable_sheet.png "
+          f"diffuse.png, relight.png, {', '.join('turntable.' + f for f in formats)}, turntable_sheet.png "
           f"({len(frames)} frames at {size}x{size}, yaw ±{args.yaw_max:g}°, pitch ±{args.pitch_max:g}°)")
     return 0

@@ -174,6 +174,20 @@ class Renderer:
         texture = (albedo / 2.0 + 0.5) * shading * 2.0 - 1.0
         return texture, diffuse
 
+    def relight(self, albedo: torch.Tensor, depth: torch.Tensor, light: torch.Tensor,
+                strength: torch.Tensor | float = 0.0, ambient_shift: float = -0.6
+                ) -> torch.Tensor:
+        """Re-lit canonical image [B,3,H,W] in [-1,1] (GAN2Shape pseudo-sample / relighting shading).
+
+        shading = l_a + ambient_shift·r + (l_b + r)·max(0, n·l̂) with r = `strength` ([B] or
+        scalar; r = 0 gives `shade`). GAN2Shape samples r ~ U(−0.1, 0.6) for pseudo samples and
+        uses r ∈ {0.3, 0.6} with directions dx ∈ {±1.5, ±0.7, 0}, dy ∈ {0, 0.6} for its relit renders.
+        """
+        _, diffuse = self.shade(albedo, depth, light)
+        r = torch.as_tensor(strength, dtype=albedo.dtype, device=albedo.device).reshape(-1, 1, 1, 1)
+        shading = light[:, 0].view(-1, 1, 1, 1) + ambient_shift * r + (light[:, 1].view(-1, 1, 1, 1) + r) * diffuse
+        return (albedo / 2.0 + 0.5) * shading * 2.0 - 1.0
+
     def reconstruct(self, canon_depth: torch.Tensor, albedo: torch.Tensor, R: torch.Tensor,
                     t: torch.Tensor, light: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
