@@ -202,8 +202,9 @@ def brute_force_depth(verts, faces, K, size, offset):
     return depth.amin(1).reshape(size, size)
 
 
-@pytest.mark.parametrize("rare", [1, 1 << 20])  # no merging / every shape merged into square buckets
-def test_matches_brute_force_for_mixed_triangle_sizes(monkeypatch, rare):
+@pytest.mark.parametrize("rare, sliver", [(1, False), (1 << 20, False), (1, True)])
+def test_matches_brute_force_for_mixed_triangle_sizes(monkeypatch, rare, sliver):
+    """rare=1: no bucket merging; 1<<20: every shape merged; sliver: long thin triangles (scanlines)."""
     import toon3d.shape.rasterise as rast
 
     monkeypatch.setattr(rast, "_RARE", rare)
@@ -214,6 +215,11 @@ def test_matches_brute_force_for_mixed_triangle_sizes(monkeypatch, rare):
     centres = torch.rand(150, 1, 2, generator=g, dtype=torch.float64) * 0.2 - 0.1  # some cross the border
     scales = torch.rand(150, 1, 1, generator=g, dtype=torch.float64) ** 3 * 0.08 + 0.001
     xy = centres + scales * (torch.rand(150, 3, 2, generator=g, dtype=torch.float64) * 2 - 1)
+    if sliver:  # stretch along a random direction, squash across it
+        angle = torch.rand(150, 1, generator=g, dtype=torch.float64) * math.pi
+        d = torch.cat([angle.cos(), angle.sin()], 1).unsqueeze(1)
+        along = ((xy - centres) * d).sum(-1, keepdim=True)
+        xy = centres + along * d * 4 + (xy - centres - along * d) * 0.05
     z = 0.9 + 0.2 * torch.rand(150, 3, generator=g, dtype=torch.float64)
     verts = torch.cat([xy * z.unsqueeze(-1), z.unsqueeze(-1)], -1).reshape(-1, 3)
     faces = torch.arange(450).reshape(150, 3)

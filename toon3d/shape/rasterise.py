@@ -38,13 +38,18 @@ _HIGH_WORD = 1 if sys.byteorder == "little" else 0
 # are claimed by at least one of its two triangles despite rounding: no cracks in the mesh.
 _INSIDE_EPS = 1e-5
 _BOX_EPS = 1e-4
-# Buckets with fewer triangles than this are merged into square buckets.
+# Boxes with more candidate samples than this are scanned row by row.
+_SCANLINE_MIN = 64
+# Buckets with fewer triangles than this are merged into power-of-two buckets.
 _RARE = 4096
 # Candidate samples evaluated per tensor op; bounds the memory of one bucket chunk.
 _CHUNK = 1 << 22
 # Bounding-box extents (in samples) are rounded up to these sizes to form buckets.
 _EXTENTS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
             1024, 1536, 2048, 3072, 4096, 6144, 8192]
+# For each extent index, the index of the smallest power-of-two extent ≥ it.
+_POW2_BUCKET = [next(j for j in range(i, len(_EXTENTS)) if _EXTENTS[j] & (_EXTENTS[j] - 1) == 0)
+                for i in range(len(_EXTENTS))]
 
 
 @dataclass
@@ -120,6 +125,43 @@ def _bucket_of(extent: torch.Tensor) -> torch.Tensor:
     return small
 
 
+def _scanline_candidates(coef: torch.Tensor, nx: torch.Tensor, ny: torch.Tensor, kx: int, ky: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Samples inside large triangles, row by row: (triangle index [m], x [m], y [m]) box-relative.
+
+    For each box row the three edge half-planes bound an exact x-span, so the work is
+    proportional to the covered samples, not to the box area (long thin slivers at
+    silhouettes have huge boxes).
+    """
+    n = coef.shape[-1]
+    y = torch.arange(ky, device=coef.device, dtype=coef.dtype).view(1, ky)           # [1,ky]
+    lo = torch.zeros(n, ky, device=coef.device, dtype=coef.dtype)
+    hi = (nx - 1).to(coef.dtype).view(n, 1).expand(n, ky).clone()
+    for k in range(3):
+        c, a, b = coef[k, 0].view(n, 1), coef[k, 1].view(n, 1), coef[k, 2].view(n, 1)
+        r = c + b * y + _INSIDE_EPS                                                  # w_k = r + a·x ≥ 0
+        bound = (-r / a).clamp(-1.0, float(kx))  # also tames ±inf where a = 0
+        lo = torch.where(a > 0, torch.maximum(lo, bound), lo)
+        hi = torch.where(a < 0, torch.minimum(hi, bound), hi)
+        hi = torch.where((a == 0) & (r < 0), torch.full_like(hi, -1.0), hi)
+    x_lo = lo.ceil()
+    count = (hi.floor() - x_lo + 1).clamp_min(0)
+    count = torch.where(y < ny.view(n, 1), count, torch.zeros_like(count)).long().reshape(-1)
+    spans = count.nonzero().squeeze(1)
+    if spans.numel() == 0:
+        empty = torch.empty(0, dtype=torch.long, device=coef.device)
+        return empty, empty.to(coef.dtype), empty.to(coef.dtype)
+    count = count.index_select(0, spans)
+    start = torch.cumsum(count, 0) - count
+    span_of = torch.repeat_interleave(torch.arange(spans.numel(), device=coef.device), count)
+    within = torch.arange(span_of.numel(), device=coef.device) - start.index_select(0, span_of)
+    flat = spans.index_select(0, span_of)                                            # t·ky + row
+    t_idx = torch.div(flat, ky, rounding_mode="floor")
+    px = x_lo.reshape(-1).index_select(0, flat) + within.to(coef.dtype)
+    py = (flat - t_idx * ky).to(coef.dtype)
+    return t_idx, px, py
+
+
 def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws: int,
              near: float, far: float, face_mask: torch.Tensor | None) -> torch.Tensor:
     """No-grad z-buffer [B·Hs·Ws] int64: float32 depth bits << 32 | flat face id (b·F + f); _EMPTY if none."""
@@ -154,14 +196,16 @@ def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws
     bucket = _bucket_of(nx.clamp_min(1)) * n_ext + _bucket_of(ny.clamp_min(1))
     bucket = torch.where(keep, bucket, n_ext * n_ext)
     counts = torch.bincount(bucket, minlength=n_ext * n_ext + 1)
-    # Rare box shapes cost a loop iteration each; fold them into the square bucket of their
-    # larger side (a few wasted candidates instead of dozens of tiny tensor ops).
+    # Rare box shapes cost a loop iteration each; fold them into the bucket whose sides are the
+    # next powers of two (at most 4x wasted candidates, and long slivers stay slivers).
     rare = ((counts[:-1] > 0) & (counts[:-1] < _RARE)).nonzero().squeeze(1)
     merged: set[int] = set()
     if rare.numel() > 0:
-        side = torch.maximum(torch.div(rare, n_ext, rounding_mode="floor"), rare % n_ext)
+        pow2 = torch.tensor(_POW2_BUCKET, device=uv.device)
+        side_x = pow2.index_select(0, torch.div(rare, n_ext, rounding_mode="floor"))
+        side_y = pow2.index_select(0, rare % n_ext)
         remap = torch.arange(n_ext * n_ext + 1, device=uv.device)
-        remap[rare] = side * n_ext + side
+        remap[rare] = side_x * n_ext + side_y
         bucket = remap.index_select(0, bucket)
         merged = set(remap[rare].tolist())
         counts = torch.bincount(bucket, minlength=n_ext * n_ext + 1)
@@ -195,6 +239,26 @@ def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws
             if not exact:
                 bx = nx if tid is None else nx.index_select(0, tid)
                 by = ny if tid is None else ny.index_select(0, tid)
+            if kx * ky > _SCANLINE_MIN:
+                rows = torch.arange(t_count, device=uv.device) if tid is None else tid
+                face_id = rows if gid is None else gid.index_select(0, rows)
+                bx = nx if tid is None else nx.index_select(0, tid)
+                by = ny if tid is None else ny.index_select(0, tid)
+                t_hit, px, py = _scanline_candidates(coef, bx, by, kx, ky)
+                if t_hit.numel() == 0:
+                    continue
+                cf = coef.index_select(2, t_hit)                          # [4,3,m]
+                val = cf[:, 0] + cf[:, 1] * px + cf[:, 2] * py            # [4,m]
+                ok = (torch.minimum(torch.minimum(val[0], val[1]), val[2]) >= -_INSIDE_EPS) \
+                    & (val[3] > 1.0 / far) & (val[3] < 1.0 / near)
+                keep_c = ok.nonzero().squeeze(1)
+                t_hit = t_hit.index_select(0, keep_c)
+                corner = (torch.div(face_id, n_faces, rounding_mode="floor") * hs + y0.long()) * ws + x0.long()
+                pix = corner.index_select(0, t_hit) + py.index_select(0, keep_c).long() * ws \
+                    + px.index_select(0, keep_c).long()
+                bits = (1.0 / val[3].index_select(0, keep_c)).float().view(torch.int32).to(torch.int64)
+                zbuf.scatter_reduce_(0, pix, (bits << 32) | face_id.index_select(0, t_hit), reduce="amin")
+                continue
             if len(offsets_xy) <= 16:
                 # Small boxes: candidate-major, one contiguous [4,n] plane evaluation per box offset.
                 insides, zinvs = [], []
