@@ -5,8 +5,8 @@ import torch
 
 from toon3d.errors import Toon3dError
 from toon3d.shape.camera import rt_from_angles, view_to_rt
-from toon3d.shape.renderer import (Renderer, RenderSettings, light_direction, light_from_tanh,
-                                   turntable_views)
+from toon3d.shape.renderer import (Renderer, RenderSettings, depth_from_network, light_direction,
+                                   light_from_tanh, turntable_views)
 
 
 def face_depth(size, nose=0.012):
@@ -179,3 +179,34 @@ def test_wrong_sizes_are_errors():
         r.warp_canon_depth(torch.full((1, 16, 16), float("nan")), R, t)
     with pytest.raises(Toon3dError, match="texture"):
         r.render_mesh_rgb(torch.ones(1, 16, 16), torch.ones(1, 3, 8, 8), R, t)
+
+
+def test_depth_from_network_range_centering_and_border():
+    settings = RenderSettings(8)
+    raw = torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(4)) * 3
+    depth = depth_from_network(raw, settings)
+    inner = depth[:, :, 2:-2]
+    assert inner.min() >= 0.9 and inner.max() <= 1.1
+    assert torch.all(depth[:, :, :2] == 1.04) and torch.all(depth[:, :, -2:] == 1.04)
+    # Mean-centred before tanh: a constant offset of the raw output changes nothing.
+    torch.testing.assert_close(depth_from_network(raw + 5.0, settings), depth)
+    # A zero raw map is the middle of the range.
+    assert torch.allclose(depth_from_network(torch.zeros(1, 8, 8), settings)[:, :, 2:-2], torch.tensor(1.0))
+
+
+def test_warp_grid_and_inverse_warp_grid_are_inverse_at_zero_view_and_consistent():
+    size = 16
+    r = Renderer(RenderSettings(size, pixel_offset=0.0, anti_aliasing=False))
+    depth, _ = face_depth(size, nose=0.0)
+    R, t = rt_from_angles(0.0)
+    ident = r.warp_grid(depth, R, t)
+    torch.testing.assert_close(ident, r.inverse_warp_grid(depth, R, t))
+    assert ident[0, 0, 0].tolist() == pytest.approx([-1.0, -1.0], abs=1e-5)
+    # A canonical pixel warped into the view and looked up in the inverse-warp grid there
+    # returns home (up to the bilinear interpolation of the rendered depth).
+    R, t = rt_from_angles(10.0, 5.0)
+    warped = r.warp_grid(depth, R, t)
+    assert (warped - ident).abs().max() > 0.05
+    inverse = r.inverse_warp_grid(r.warp_canon_depth(depth, R, t), R, t).permute(0, 3, 1, 2)
+    home = torch.nn.functional.grid_sample(inverse, warped[:, 6:10, 6:10], align_corners=True)
+    torch.testing.assert_close(home.permute(0, 2, 3, 1), ident[:, 6:10, 6:10], atol=5e-3, rtol=0)

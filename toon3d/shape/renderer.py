@@ -52,6 +52,22 @@ class RenderSettings:
         return self.max_depth + self.margin
 
 
+def depth_from_network(raw: torch.Tensor, settings: RenderSettings, border_columns: int = 2) -> torch.Tensor:
+    """Depth-net output [B,H,W] → canonical depth [B,H,W] in [min_depth, max_depth] (Unsup3d/GAN2Shape).
+
+    d = tanh(raw − mean(raw)) mapped linearly to [0.9, 1.1]; the left and right
+    `border_columns` columns are set to `border_depth` (1.04 = 0.7·max + 0.3·min), the
+    reference's clamp that keeps image borders on a flat background (pad value 1, not
+    GAN2Shape's 1.02 quirk).
+    """
+    d = torch.tanh(raw - raw.flatten(1).mean(1).view(-1, 1, 1))
+    d = settings.min_depth + (d + 1.0) / 2.0 * (settings.max_depth - settings.min_depth)
+    border = torch.zeros_like(d[:1])
+    border[..., :border_columns] = 1.0
+    border[..., d.shape[-1] - border_columns:] = 1.0
+    return d * (1.0 - border) + border * settings.border_depth
+
+
 def light_from_tanh(raw: torch.Tensor) -> torch.Tensor:
     """Network light output [B,4] in [-1,1] → (l_a, l_b, dx, dy) [B,4]: l_a = t0/2+.5, l_b = t1/2+.5."""
     return torch.cat([raw[:, :2] / 2.0 + 0.5, raw[:, 2:]], dim=1)
@@ -132,6 +148,11 @@ class Renderer:
     def valid_mask(self, recon_depth: torch.Tensor) -> torch.Tensor:
         """[B,1,H,W] float: 1 where the rendered depth hit the surface (recon_depth < 1.2)."""
         return (recon_depth < self.settings.background_depth).to(recon_depth.dtype).unsqueeze(1)
+
+    def warp_grid(self, canon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Grid [B,H,W,2]: where each canonical pixel lands in the view (align_corners=True coordinates)."""
+        points = warp_points(depth_to_3d(canon_depth, self.K), R, t, self.settings.rot_center_depth)
+        return points_to_grid(points, self.K, self.settings.size)
 
     def inverse_warp_grid(self, recon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Grid [B,H,W,2] locating each view pixel in the canonical image (grid_sample, align_corners=True)."""
