@@ -228,3 +228,15 @@ def test_matches_brute_force_for_mixed_triangle_sizes(monkeypatch, rare, sliver)
     # Samples within rounding distance of an edge may legitimately differ; they are rare.
     close = (out - ref).abs() < 1e-4
     assert close.float().mean() > 0.995
+
+
+def test_degenerate_triangles_are_ignored():
+    size = 16
+    K = intrinsics(size)
+    plane = depth_to_3d(torch.full((1, size, size), 1.0), K).reshape(1, -1, 3)
+    faces = grid_faces(size, size)
+    # Zero-area faces: a repeated vertex, and three collinear vertices of one row (a long sliver box).
+    bad = torch.tensor([[0, 0, 1], [0, 5, 10], [3, 3, 3]])
+    ref = render_depth(plane, faces, K, size)
+    out = render_depth(plane, torch.cat([bad, faces]), K, size)
+    torch.testing.assert_close(out, ref)

@@ -145,7 +145,7 @@ def _scanline_candidates(coef: torch.Tensor, nx: torch.Tensor, ny: torch.Tensor,
         hi = torch.where(a < 0, torch.minimum(hi, bound), hi)
         hi = torch.where((a == 0) & (r < 0), torch.full_like(hi, -1.0), hi)
     x_lo = lo.ceil()
-    count = (hi.floor() - x_lo + 1).clamp_min(0)
+    count = torch.nan_to_num(hi.floor() - x_lo + 1, nan=0.0).clamp_min(0)
     count = torch.where(y < ny.view(n, 1), count, torch.zeros_like(count)).long().reshape(-1)
     spans = count.nonzero().squeeze(1)
     if spans.numel() == 0:
@@ -186,9 +186,10 @@ def _zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, hs: int, ws
     ymax = (torch.maximum(torch.maximum(tri[3], tri[4]), tri[5]) + _BOX_EPS).floor().clamp_max(hs - 1)
     # The box is widened by _BOX_EPS samples so that a sample a rounding error outside a
     # vertex still reaches the edge-function test, which has its own tolerance. Degenerate
-    # (zero-area) triangles drop out later through a non-finite inverse area.
+    # (zero-area) triangles cover nothing and would divide by zero below: dropped here.
     zmin = torch.minimum(torch.minimum(tri[6], tri[7]), tri[8])
-    keep = (zmin > 1e-6) & (xmin <= xmax) & (ymin <= ymax)
+    area2 = (tri[1] - tri[0]) * (tri[5] - tri[3]) - (tri[2] - tri[0]) * (tri[4] - tri[3])
+    keep = (zmin > 1e-6) & (xmin <= xmax) & (ymin <= ymax) & (area2.abs() > 1e-10)
     zbuf = torch.full((b * hs * ws,), _EMPTY, dtype=torch.int64, device=uv.device)
     nx = (xmax - xmin).long() + 1
     ny = (ymax - ymin).long() + 1
