@@ -84,11 +84,10 @@ def normals_from_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     tv = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
     inner = torch.linalg.cross(tu, tv, dim=-1)
     inner = inner / inner.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    normal = torch.zeros_like(points)
-    normal[..., 2] = 1.0
-    normal = normal.clone()
-    normal[:, 1:-1, 1:-1] = inner
-    return normal
+    # Pad the border with (0, 0, 1): pad x, y with 0 and z with 1.
+    xy = torch.nn.functional.pad(inner[..., :2].permute(0, 3, 1, 2), (1, 1, 1, 1), value=0.0)
+    z = torch.nn.functional.pad(inner[..., 2:].permute(0, 3, 1, 2), (1, 1, 1, 1), value=1.0)
+    return torch.cat([xy, z], dim=1).permute(0, 2, 3, 1).contiguous()
 
 
 def rotation_matrix(rx: torch.Tensor, ry: torch.Tensor, rz: torch.Tensor) -> torch.Tensor:
