@@ -71,33 +71,34 @@ def march_heightfield(canon_depth: torch.Tensor, canon_mask: torch.Tensor, R: to
     rays = torch.stack([rx, ry, torch.ones_like(rx)], dim=-1)               # [H,W,3]
     a = torch.einsum("hwj,bjk->bhwk", rays, R)                               # [B,H,W,3]
     o = ((-t - centre)[:, None] @ R).squeeze(1) + centre                     # [B,3]
-    ax, ay, az = a.unbind(-1)
-    ox, oy, oz = (o[:, i].view(b, 1, 1) for i in range(3))
-    depth_in = canon_depth.unsqueeze(1)
+    # Fold 1/tan(fov/2) into x and y so the canonical grid is (s·ax + ox) / (s·az + oz).
     inv_tan = 1.0 / tan_half
+    ax, ay, az = (v.contiguous() for v in (a[..., 0] * inv_tan, a[..., 1] * inv_tan, a[..., 2]))
+    ox, oy, oz = (o[:, i].view(b, 1, 1) * (inv_tan if i < 2 else 1.0) for i in range(3))
+    depth_in = canon_depth.unsqueeze(1)
 
     def gap(depth_view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Signed gap (point depth − surface depth) in the canonical frame, and the grid."""
-        zc = depth_view * az + oz
-        scale = inv_tan / zc
-        grid = torch.stack([(depth_view * ax + ox) * scale, (depth_view * ay + oy) * scale], dim=-1)
+        zc = torch.addcmul(oz, depth_view, az)
+        gx = torch.addcmul(ox, depth_view, ax).div_(zc)
+        gy = torch.addcmul(oy, depth_view, ay).div_(zc)
+        grid = torch.stack([gx, gy], dim=-1)
         surf = F.grid_sample(depth_in, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        return zc - surf[:, 0], grid
+        return zc.sub_(surf[:, 0]), grid
 
+    # March in equal steps; remember the step where each ray first passes the surface.
     n = max(2, s.steps)
-    lo = torch.zeros(b, h, w, device=device, dtype=dtype)
-    hi = torch.zeros_like(lo)
-    found = torch.zeros(b, h, w, dtype=torch.bool, device=device)
-    prev_s = z_lo.view(b, 1, 1).expand(b, h, w)
-    prev_g, _ = gap(prev_s)
+    step = ((z_hi - z_lo) / (n - 1)).view(b, 1, 1)
+    start = z_lo.view(b, 1, 1)
+    first = torch.zeros(b, h, w, dtype=torch.int16, device=device)
+    prev_neg = gap(start)[0] < 0
     for k in range(1, n):
-        cur_s = (z_lo + (z_hi - z_lo) * (k / (n - 1))).view(b, 1, 1).expand(b, h, w)
-        cur_g, _ = gap(cur_s)
-        cross = (~found) & (prev_g < 0) & (cur_g >= 0)
-        lo = torch.where(cross, prev_s, lo)
-        hi = torch.where(cross, cur_s, hi)
-        found = found | cross
-        prev_s, prev_g = cur_s, cur_g
+        neg = gap(start + step * k)[0] < 0
+        first = torch.where(prev_neg & ~neg & (first == 0), k, first)
+        prev_neg = neg
+    found = first > 0
+    lo = torch.addcmul(start, step, (first - 1).to(dtype))
+    hi = lo + step
 
     # Bisection, then one secant step inside the final bracket.
     g_lo, _ = gap(lo)
