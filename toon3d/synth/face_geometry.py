@@ -80,7 +80,7 @@ def canonical_depth(p: SynFaceParams, lay: FaceLayout, parts: FaceParts, x: torc
     # Ears and neck sit behind the face oval.
     ear_z = FACE_FRONT + 0.036 * fd
     neck_z = FACE_FRONT + 0.05 * fd + 0.04 * (ax / (0.44 * lay.jaw_rx)).clamp(max=1.3).square()
-    z = torch.where(parts.face > 0.5, z, torch.where(parts.ears > 0.5, ear_z + 0 * z, neck_z + 0 * z))
+    z = torch.where(parts.face > 0.5, z, torch.where(parts.ears > 0.5, ear_z.expand_as(z), neck_z))
 
     # Hair: a volume over the skull (in front of the face where it covers it), a curtain behind.
     vol = col(p.hair_volume)

@@ -55,7 +55,7 @@ def face_layout(p: SynFaceParams) -> FaceLayout:
     """Landmarks of each face from its identity parameters."""
     hw = col(HALF_WIDTH * p.head_width)
     top_y = col(EYE_Y - 0.70 * p.head_height)
-    crown_y = col(EYE_Y - 0.08 + 0.0 * p.head_height)
+    crown_y = col(torch.full_like(p.head_width, EYE_Y - 0.08))
     chin_y = col(CHIN_Y * p.chin_length)
     jaw_y = col(torch.full_like(p.head_width, EYE_Y - 0.04))
     eye_w = col(0.09 * p.eye_size)
@@ -65,7 +65,7 @@ def face_layout(p: SynFaceParams) -> FaceLayout:
         jaw_y=jaw_y, jaw_rx=hw * col(p.jaw_width), jaw_ry=chin_y - jaw_y, jaw_p=col(p.jaw_shape),
         eye_dx=eye_dx, eye_w=eye_w,
         brow_y=col(EYE_Y - 0.145 - 0.25 * (p.eye_size - 1.0) * 0.082),
-        brow_cx=eye_dx - 0.01, brow_len=col(0.115 + 0.0 * p.eye_size),
+        brow_cx=eye_dx - 0.01, brow_len=col(torch.full_like(p.head_width, 0.115)),
         nose_top=col(torch.full_like(p.head_width, EYE_Y + 0.02)),
         nose_tip=col(EYE_Y + 0.285 * p.nose_length),
         nose_w=col(p.nose_width),

@@ -47,12 +47,13 @@ def check_size(size: object) -> int:
     if isinstance(size, bool) or not isinstance(size, int):
         raise Toon3dError(f"size must be an integer number of pixels, got {size!r}; pass e.g. --size 128")
     if not MIN_SIZE <= size <= MAX_SIZE:
-        raise Toon3dError(f"size {size} is outside {MIN_SIZE}-{MAX_SIZE}; pass --size between {MIN_SIZE} and {MAX_SIZE}")
+        raise Toon3dError(f"size {size} is outside {MIN_SIZE}-{MAX_SIZE}; "
+                          f"pass --size between {MIN_SIZE} and {MAX_SIZE}")
     return size
 
 
 def canonical_face(params: SynFaceParams, size: int, device: torch.device | str | None = None) -> dict:
-    """Frontal face: canon_depth [B,S,S], albedo [B,3,S,S] in [-1,1], canon_seg [B,S,S] uint8, canon_mask [B,S,S] in {0,1}."""
+    """Frontal face: canon_depth [B,S,S], albedo [B,3,S,S] in [-1,1], canon_seg [B,S,S] uint8, canon_mask in {0,1}."""
     p = params.to(device=device, dtype=torch.float32)
     x, y = image_grid(size, device=device)
     lay = face_layout(p)
