@@ -8,7 +8,8 @@ import torch
 from toon3d.errors import Toon3dError
 from toon3d.shape.camera import (check_depth, depth_to_3d, intrinsics, inverse_warp_points,
                                  normals_from_depth, points_to_grid, project_points, rotation_matrix,
-                                 rt_from_angles, view_to_rt, warp_points)
+                                 rt_from_angles, view_to_rt, warp_points, warped_grid_from_depth,
+                                 warped_points_from_depth)
 
 
 def test_intrinsics_match_unsup3d_focal_lengths():
@@ -131,3 +132,18 @@ def test_bad_view_and_size():
         view_to_rt(torch.zeros(2, 5))
     with pytest.raises(Toon3dError, match="too small"):
         intrinsics(1)
+
+
+def test_fused_warped_grid_equals_the_composed_functions():
+    size = 10
+    K = intrinsics(size, dtype=torch.float64)
+    depth = torch.rand(2, size, size, dtype=torch.float64) * 0.2 + 0.9
+    R, t = rt_from_angles(torch.tensor([25.0, -40.0]), torch.tensor([10.0, 5.0]), torch.tensor([3.0, -8.0]),
+                          torch.tensor([0.02, -0.01]), torch.tensor([0.0, 0.03]), torch.tensor([0.01, 0.0]),
+                          dtype=torch.float64)
+    points = depth_to_3d(depth, K)
+    torch.testing.assert_close(warped_grid_from_depth(depth, K, R, t),
+                               points_to_grid(warp_points(points, R, t), K, size))
+    torch.testing.assert_close(warped_points_from_depth(depth, K, R, t), warp_points(points, R, t))
+    torch.testing.assert_close(warped_grid_from_depth(depth, K, R, t, inverse=True),
+                               points_to_grid(inverse_warp_points(points, R, t), K, size))

@@ -180,3 +180,48 @@ def points_to_grid(points: torch.Tensor, K: torch.Tensor, size: int | tuple[int,
     uv = project_points(points, K)
     scale = uv.new_tensor([w - 1, h - 1])
     return uv / scale * 2.0 - 1.0
+
+
+def _warped_planes(depth: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                   rot_center_depth: float, inverse: bool) -> tuple[torch.Tensor, ...]:
+    """(x, y, z) planes [B,H,W] of the (inverse-)warped back-projected depth, plus (fx, fy, cx, cy).
+
+    The maths of `depth_to_3d` + `warp_points` written per coordinate on [B,H,W] planes:
+    about twice as fast on CPU as the composed [B,H,W,3] functions (batched data rendering).
+    """
+    b, h, w = depth.shape
+    fx, fy, cx, cy = _k_parts(K.to(depth), b)
+    uv = pixel_grid(h, w, depth.device, depth.dtype)
+    x = (uv[..., 0] - cx) / fx * depth
+    y = (uv[..., 1] - cy) / fy * depth
+    z = depth - rot_center_depth
+    t = t.view(-1, 3, 1, 1)
+    if inverse:
+        x, y, z = x - t[:, 0], y - t[:, 1], z - t[:, 2]
+        m = R.transpose(1, 2)
+    else:
+        m = R
+    m = m.reshape(-1, 3, 3, 1, 1)
+    xw = m[:, 0, 0] * x + m[:, 0, 1] * y + m[:, 0, 2] * z
+    yw = m[:, 1, 0] * x + m[:, 1, 1] * y + m[:, 1, 2] * z
+    zw = m[:, 2, 0] * x + m[:, 2, 1] * y + m[:, 2, 2] * z + rot_center_depth
+    if not inverse:
+        xw, yw, zw = xw + t[:, 0], yw + t[:, 1], zw + t[:, 2]
+    return xw, yw, zw, fx, fy, cx, cy
+
+
+def warped_points_from_depth(depth: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                             rot_center_depth: float = 1.0) -> torch.Tensor:
+    """Points [B,H,W,3] = `warp_points(depth_to_3d(depth, K), R, t)`, computed plane by plane."""
+    xw, yw, zw = _warped_planes(depth, K, R, t, rot_center_depth, inverse=False)[:3]
+    return torch.stack([xw, yw, zw], dim=-1)
+
+
+def warped_grid_from_depth(depth: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                           rot_center_depth: float = 1.0, inverse: bool = False) -> torch.Tensor:
+    """Grid [B,H,W,2] (align_corners=True) of `points_to_grid((inverse_)warp_points(depth_to_3d(depth)))`."""
+    h, w = depth.shape[1:]
+    xw, yw, zw, fx, fy, cx, cy = _warped_planes(depth, K, R, t, rot_center_depth, inverse)
+    gx = (fx * xw / zw + cx) * (2.0 / (w - 1)) - 1.0
+    gy = (fy * yw / zw + cy) * (2.0 / (h - 1)) - 1.0
+    return torch.stack([gx, gy], dim=-1)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from toon3d.errors import Toon3dError
-from toon3d.shape.camera import (check_depth, depth_to_3d, intrinsics, inverse_warp_points,
-                                 normals_from_depth, points_to_grid, rt_from_angles, warp_points)
+from toon3d.shape.camera import (check_depth, intrinsics, normals_from_depth, rt_from_angles,
+                                 warped_grid_from_depth, warped_points_from_depth)
 from toon3d.shape.rasterise import grid_faces, interpolate, rasterise, render_depth
 
 
@@ -127,8 +127,8 @@ class Renderer:
 
     def warped_vertices(self, canon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Canonical grid points moved to the view: [B,H·W,3] in camera space."""
-        points = depth_to_3d(canon_depth, self.K)
-        return warp_points(points, R, t, self.settings.rot_center_depth).reshape(canon_depth.shape[0], -1, 3)
+        points = warped_points_from_depth(canon_depth, self.K, R, t, self.settings.rot_center_depth)
+        return points.reshape(canon_depth.shape[0], -1, 3)
 
     def warp_canon_depth(self, canon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
                          canon_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -151,14 +151,11 @@ class Renderer:
 
     def warp_grid(self, canon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Grid [B,H,W,2]: where each canonical pixel lands in the view (align_corners=True coordinates)."""
-        points = warp_points(depth_to_3d(canon_depth, self.K), R, t, self.settings.rot_center_depth)
-        return points_to_grid(points, self.K, self.settings.size)
+        return warped_grid_from_depth(canon_depth, self.K, R, t, self.settings.rot_center_depth)
 
     def inverse_warp_grid(self, recon_depth: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Grid [B,H,W,2] locating each view pixel in the canonical image (grid_sample, align_corners=True)."""
-        points = depth_to_3d(recon_depth, self.K)
-        canon = inverse_warp_points(points, R, t, self.settings.rot_center_depth)
-        return points_to_grid(canon, self.K, self.settings.size)
+        return warped_grid_from_depth(recon_depth, self.K, R, t, self.settings.rot_center_depth, inverse=True)
 
     def render_view(self, canon_image: torch.Tensor, canon_depth: torch.Tensor, R: torch.Tensor,
                     t: torch.Tensor, canon_mask: torch.Tensor | None = None
