@@ -287,3 +287,12 @@ def test_cpu_per_sample_inference_equals_batched_path(small):
     with torch.enable_grad():
         graph = small.synthesis(ws, noise_mode="random", generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(graph.detach(), per_sample, atol=1e-5, rtol=1e-5)
+
+
+def test_conv_path_selection(small):
+    with pytest.raises(ValueError, match="conv path"):
+        small.set_conv_path("grouped")
+    assert small.set_conv_path("reference") is small
+    assert all(m.conv.path == "reference" for m in small.convs)
+    small.set_conv_path("fast")
+    assert all(m.conv.path == "fast" for m in small.convs)

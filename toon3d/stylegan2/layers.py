@@ -10,7 +10,9 @@ rosinality checkpoints load with ``strict=True``.
 - ``"fast"`` (default): never builds per-sample weights for a batch; it scales the input
   by the style, runs one shared-weight convolution and scales the output by the
   demodulation coefficients (computed as ``s^2 @ sum_k W^2``). At batch 1 it modulates the
-  single weight instead, which is smaller than the activations at high resolution.
+  single weight instead, which is smaller than the activations at high resolution. During
+  inference StyledConv folds the activation's sqrt(2) into the conv's output scale and runs
+  noise, bias and leaky ReLU in place.
 The two agree to float32 rounding (~1e-6 relative).
 """
 
