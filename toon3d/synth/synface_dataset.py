@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,9 +41,13 @@ def ground_truth_arrays(out: dict, i: int) -> dict[str, np.ndarray]:
 
 
 def _save_gt(root: Path, index: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz that `np.load` reads; deflate level 1 is ~3x faster than numpy's default, ~10% larger."""
     path = gt_path(root, index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for key, value in arrays.items():
+            with zf.open(f"{key}.npy", "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(value), allow_pickle=False)
 
 
 def write_synface_dataset(out: str | os.PathLike, n: int, size: int, seed: int = 0, batch: int = 64,
