@@ -71,19 +71,26 @@ def rss_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_generator(run, ws: torch.Tensor, repeats: int, device: torch.device, clock=time.perf_counter) -> float:
-    """Best-of-``repeats`` seconds for one call of ``run(ws)``, after one warm-up call."""
+def time_round_robin(paths: dict, ws: torch.Tensor, repeats: int, device: torch.device,
+                     clock=time.perf_counter) -> dict[str, float]:
+    """Best-of-``repeats`` seconds per call for each path, after one warm-up call each.
+
+    The paths take turns within every repeat, so a burst of load from other processes
+    slows all of them alike instead of one.
+    """
+    best = {name: math.inf for name in paths}
     with torch.inference_mode():
-        run(ws)
-        best = math.inf
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = clock()
+        for run in paths.values():
             run(ws)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            best = min(best, clock() - t0)
+        for _ in range(repeats):
+            for name, run in paths.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = clock()
+                run(ws)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best[name] = min(best[name], clock() - t0)
     return best
 
 
@@ -122,7 +129,14 @@ def main() -> None:
         if ref is not None:
             ref.to(device)
         noise = [n.to(device) for n in ours.noise_buffers()]
-        paths = {"toon3d fast": lambda ws: ours.set_conv_path("fast").synthesis(ws, noise=noise)}
+        def fast(ws: torch.Tensor, per_sample: bool = True) -> torch.Tensor:
+            ours.per_sample_cpu_inference = per_sample
+            return ours.set_conv_path("fast").synthesis(ws, noise=noise)
+
+        paths = {"toon3d fast": fast}
+        if device.type == "cpu":
+            # The batched shared-weight path that CPU inference skips (kept for the comparison).
+            paths["toon3d fast, batched"] = lambda ws: fast(ws, per_sample=False)
         if not args.skip_reference_path:
             paths["toon3d reference-formula"] = lambda ws: ours.set_conv_path("reference").synthesis(ws, noise=noise)
         if ref is not None:
@@ -131,20 +145,22 @@ def main() -> None:
         results: dict[tuple[str, int], float] = {}
         for batch in args.batches:
             ws = torch.randn(batch, ours.n_latent, 512, generator=gen).to(device)
+            active = {k: v for k, v in paths.items() if batch > 1 or k != "toon3d fast, batched"}
             with torch.inference_mode():
-                outputs = {name: run(ws).float().cpu() for name, run in paths.items()}
+                outputs = {name: run(ws).float().cpu() for name, run in active.items()}
             base = next(iter(outputs.values()))
-            for name, run in paths.items():
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                sec = time_generator(run, ws, args.repeats, device, clock)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times = time_round_robin(active, ws, args.repeats, device, clock)
+            mem = f"RSS peak {rss_peak_mib():.0f} MiB"
+            if device.type == "cuda":
+                mem += f", CUDA peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+            for name, sec in times.items():
                 results[(name, batch)] = sec
                 rel = ((outputs[name] - base).abs().max() / base.abs().max()).item()
-                mem = f"RSS peak {rss_peak_mib():.0f} MiB"
-                if device.type == "cuda":
-                    mem += f", CUDA peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
                 print(f"{device.type:4s} batch {batch:2d}  {name:26s} {1000 * sec / batch:9.1f} ms/image  "
-                      f"({mem}; max rel diff vs toon3d fast {rel:.1e})", flush=True)
+                      f"(max rel diff vs toon3d fast {rel:.1e})", flush=True)
+            print(f"{device.type:4s} batch {batch:2d}  memory: {mem} (process-wide peak so far)", flush=True)
             if ref is not None:
                 ratio = results[("toon3d fast", batch)] / results[("rosinality", batch)]
                 print(f"{device.type:4s} batch {batch:2d}  toon3d fast / rosinality time ratio: {ratio:.2f}", flush=True)

@@ -268,24 +268,28 @@ def test_bad_ws_shape(small):
         small.synthesis(torch.zeros(1, 3, 16))
 
 
-def test_cpu_per_sample_inference_equals_batched_path(small):
-    gen_seed = 11
-    ws = torch.randn(3, small.n_latent, 16, generator=torch.Generator().manual_seed(gen_seed))
+@pytest.mark.parametrize("split_from", [8, 32, 64])
+def test_cpu_per_sample_inference_equals_batched_path(small, monkeypatch, split_from):
+    monkeypatch.setattr("toon3d.stylegan2.generator.PER_SAMPLE_FROM_RES", split_from)
+    ws = torch.randn(3, small.n_latent, 16, generator=torch.Generator().manual_seed(11))
+    feats16 = torch.randn(3, 16, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         per_sample, f1 = small.synthesis(ws, noise_mode="random", generator=torch.Generator().manual_seed(1),
-                                         return_features=True)
+                                         return_features=True, inject_features={16: feats16})
         small.per_sample_cpu_inference = False
         try:
             batched, f2 = small.synthesis(ws, noise_mode="random", generator=torch.Generator().manual_seed(1),
-                                          return_features=True)
+                                          return_features=True, inject_features={16: feats16})
         finally:
             small.per_sample_cpu_inference = True
     # Same random noise draws in the same order, same maths up to float rounding.
     torch.testing.assert_close(per_sample, batched, atol=1e-5, rtol=1e-5)
     for r in f1:
         torch.testing.assert_close(f1[r], f2[r], atol=1e-5, rtol=1e-5)
+    assert sorted(f1) == [4, 8, 16, 32] and torch.equal(f1[16], feats16)
     with torch.enable_grad():
-        graph = small.synthesis(ws, noise_mode="random", generator=torch.Generator().manual_seed(1))
+        graph = small.synthesis(ws, noise_mode="random", generator=torch.Generator().manual_seed(1),
+                                inject_features={16: feats16})
     torch.testing.assert_close(graph.detach(), per_sample, atol=1e-5, rtol=1e-5)
 
 

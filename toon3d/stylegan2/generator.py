@@ -15,6 +15,12 @@ from toon3d.stylegan2.layers import CONV_PATHS, ConstantInput, ModulatedConv2d, 
 
 NOISE_MODES = ("const", "random", "none")
 
+# CPU inference without autograd runs blocks of this resolution and above one sample at a time
+# (weights modulated per sample, no full-size input/output scaling passes), and the small
+# low-resolution blocks batched (bigger ops keep both cores busy). Measured with
+# benchmarks/bench_generator.py on a 2-core AVX-512 machine, torch 2.13.
+PER_SAMPLE_FROM_RES = 64
+
 
 def stylegan2_channels(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
     """Feature channels per resolution (rosinality's table, each capped at ``channel_max``)."""
@@ -146,69 +152,70 @@ class Generator(nn.Module):
         unknown = set(inject) - set(self.resolutions)
         if unknown:
             raise ValueError(f"inject_features resolutions {sorted(unknown)} not in {self.resolutions}")
-        if batch > 1 and self._per_sample_inference(ws):
-            return self._synthesize_per_sample(ws, noises, generator, return_features, inject)
-        return self._synthesize(ws, noises, generator, return_features, inject)
+        split = batch > 1 and self._per_sample_inference(ws)
+        if split:
+            # Random maps are drawn up front in layer order: the same draws the batched path makes.
+            noises = [n if n is not None else torch.randn(batch, 1, *b.shape[2:], generator=generator,
+                                                          device=ws.device, dtype=ws.dtype)
+                      for n, b in zip(noises, self.noise_buffers())]
+        features: dict[int, torch.Tensor] = {}
+        image = self._synthesize(ws, noises, generator, features if return_features else None, inject,
+                                 PER_SAMPLE_FROM_RES if split else None)
+        return (image, features) if return_features else image
 
     def _per_sample_inference(self, ws: torch.Tensor) -> bool:
-        # Measured on CPU (benchmarks/bench_generator.py): without autograd, one sample at a
-        # time with modulated weights beats the batched shared-weight path, whose full-size
-        # input/output scaling passes and temporaries cost more than the convs gain from
-        # batching. GPUs prefer the batched path.
         return (self.per_sample_cpu_inference and ws.device.type == "cpu" and not torch.is_grad_enabled()
                 and all(m.path == "fast" for m in self.modules() if isinstance(m, ModulatedConv2d)))
 
-    def _synthesize_per_sample(self, ws: torch.Tensor, noises: list[torch.Tensor | None],
-                               generator: torch.Generator | None, return_features: bool,
-                               inject: dict[int, torch.Tensor],
-                               ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        batch = ws.shape[0]
-        # Random maps are drawn up front in layer order, the same draws the batched path makes.
-        noises = [n if n is not None else torch.randn(batch, 1, *b.shape[2:], generator=generator,
-                                                      device=ws.device, dtype=ws.dtype)
-                  for n, b in zip(noises, self.noise_buffers())]
-
-        def row(t: torch.Tensor, i: int) -> torch.Tensor:
-            return t[i : i + 1] if t.shape[0] == batch else t
-
-        images, feats = [], []
-        for i in range(batch):
-            out = self._synthesize(ws[i : i + 1], [row(n, i) for n in noises], generator, return_features,
-                                   {r: row(t, i) for r, t in inject.items()})
-            if return_features:
-                images.append(out[0])
-                feats.append(out[1])
-            else:
-                images.append(out)
-        image = torch.cat(images, 0)
-        if return_features:
-            return image, {r: torch.cat([f[r] for f in feats], 0) for r in feats[0]}
-        return image
-
     def _synthesize(self, ws: torch.Tensor, noises: list[torch.Tensor | None], generator: torch.Generator | None,
-                    return_features: bool, inject: dict[int, torch.Tensor],
-                    ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                    features: dict[int, torch.Tensor] | None, inject: dict[int, torch.Tensor],
+                    split_from: int | None = None, start: int = 0, out: torch.Tensor | None = None,
+                    skip: torch.Tensor | None = None) -> torch.Tensor:
+        """Blocks ``start..`` (0 = the 4x4 block) -> RGB skip image; from resolution ``split_from`` on,
+        one sample at a time. ``features`` (when given) receives the block outputs."""
         batch = ws.shape[0]
-        features: dict[int, torch.Tensor] = {}
 
-        def tap(res: int, out: torch.Tensor) -> torch.Tensor:
+        def tap(res: int, x: torch.Tensor) -> torch.Tensor:
             if res in inject:
-                out = inject[res].to(out)
-            if return_features:
-                features[res] = out
-            return out
+                x = inject[res].to(x)
+            if features is not None:
+                features[res] = x
+            return x
 
-        out = self.conv1(self.input(batch), ws[:, 0], noises[0], generator)
-        out = tap(4, out)
-        skip = self.to_rgb1(out, ws[:, 1])
-        for k, res in enumerate(self.resolutions[1:]):
-            out = self.convs[2 * k](out, ws[:, 2 * k + 1], noises[2 * k + 1], generator)
-            out = self.convs[2 * k + 1](out, ws[:, 2 * k + 2], noises[2 * k + 2], generator)
-            out = tap(res, out)
-            skip = self.to_rgbs[k](out, ws[:, 2 * k + 3], skip)
-        if return_features:
-            return skip, features
+        if start == 0:
+            out = tap(4, self.conv1(self.input(batch), ws[:, 0], noises[0], generator))
+            skip = self.to_rgb1(out, ws[:, 1])
+        for k in range(max(start, 1), self.log_size - 1):
+            res = 2 ** (k + 2)
+            if split_from is not None and res >= split_from and batch > 1:
+                return self._per_sample_tail(ws, noises, generator, features, inject, k, out, skip)
+            i = 2 * (k - 1)
+            out = self.convs[i](out, ws[:, i + 1], noises[i + 1], generator)
+            out = tap(res, self.convs[i + 1](out, ws[:, i + 2], noises[i + 2], generator))
+            skip = self.to_rgbs[k - 1](out, ws[:, i + 3], skip)
         return skip
+
+    def _per_sample_tail(self, ws: torch.Tensor, noises: list[torch.Tensor | None],
+                         generator: torch.Generator | None, features: dict[int, torch.Tensor] | None,
+                         inject: dict[int, torch.Tensor], start: int, out: torch.Tensor,
+                         skip: torch.Tensor) -> torch.Tensor:
+        """Blocks ``start..`` run for each sample alone; images and features concatenated back."""
+        batch = ws.shape[0]
+
+        def row(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
+            return t[i : i + 1] if t is not None and t.shape[0] == batch else t
+
+        images, per_sample = [], []
+        for i in range(batch):
+            feats_i: dict[int, torch.Tensor] | None = {} if features is not None else None
+            images.append(self._synthesize(ws[i : i + 1], [row(n, i) for n in noises], generator, feats_i,
+                                           {r: row(t, i) for r, t in inject.items()}, None, start,
+                                           row(out, i), row(skip, i)))
+            per_sample.append(feats_i)
+        if features is not None:
+            for r in per_sample[0]:
+                features[r] = torch.cat([f[r] for f in per_sample], 0)
+        return torch.cat(images, 0)
 
     # ---- reference-compatible forward ---------------------------------------------------
     def styles_to_latent(self, styles: Sequence[torch.Tensor], inject_index: int | None = None,
