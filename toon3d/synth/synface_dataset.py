@@ -50,6 +50,14 @@ def _save_gt(root: Path, index: int, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.ascontiguousarray(value), allow_pickle=False)
 
 
+def _finish(jobs: list, bar) -> None:
+    """Wait for submitted (image, gt) write jobs, re-raising their errors, and advance the bar."""
+    for job in jobs:
+        job.result()
+    bar.update(len(jobs) // 2)
+    jobs.clear()
+
+
 def write_synface_dataset(out: str | os.PathLike, n: int, size: int, seed: int = 0, batch: int = 64,
                           overwrite: bool = False, device: torch.device | str | None = None,
                           workers: int = 2, created_by: str = "", progress: bool = True,
@@ -71,17 +79,17 @@ def write_synface_dataset(out: str | os.PathLike, n: int, size: int, seed: int =
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             tqdm(total=n, desc="synface", unit="img", disable=not progress) as bar:
         (writer.root / "gt").mkdir()
+        pending: list = []
         for start in range(0, n, batch):
             chunk = seeds[start:start + batch]
             params = SynFaceParams.from_seeds(chunk)
             rendered = render_synface(params, size, device=device, settings=s)
-            jobs = []
+            # The previous batch's files are written while this batch renders.
+            _finish(pending, bar)
             for j in range(len(chunk)):
                 index = start + j
                 label = {"seed": chunk[j], **params.row(j)}
-                jobs.append(pool.submit(writer.put, index, rendered["image"][j].cpu(), None, label))
-                jobs.append(pool.submit(_save_gt, writer.root, index, ground_truth_arrays(rendered, j)))
-            for job in jobs:
-                job.result()
-            bar.update(len(chunk))
+                pending.append(pool.submit(writer.put, index, rendered["image"][j].cpu(), None, label))
+                pending.append(pool.submit(_save_gt, writer.root, index, ground_truth_arrays(rendered, j)))
+        _finish(pending, bar)
     return Path(out)
