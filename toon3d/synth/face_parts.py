@@ -260,11 +260,13 @@ def _head_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Ten
     hairline = front_y + (EYE_Y + 0.01 - front_y) * temple
     exposed = face * coverage(hairline - y, e)
     length = col(p.hair_length)
-    curtain_end = EYE_Y + 0.08 + 0.85 * length
+    curtain_end = EYE_Y - 0.06 + 1.0 * length
     wave = 0.02 * torch.sin(x * 17.0 + phase) * length
     bottom = curtain_end + wave - 0.12 * (ax / cap_rx).square() * (1 - length)
     curtain_w = cap_rx * (0.97 + 0.05 * length) - 0.08 * ((y - bottom + 0.2) / 0.2).clamp(0, 1).square()
     curtain = coverage(torch.maximum(torch.maximum(ax - curtain_w, y - bottom), lay.crown_y - y), e)
+    # Short hair ends above the ears beside the face; longer hair reaches down to the curtain.
+    cap = cap * torch.maximum(face, coverage(y - (EYE_Y + 0.03 + 0.6 * length), e))
     hair_sil = _union(cap, curtain)
     hair = hair_sil * (1 - exposed) * (1 - ears * (1 - cap) * (length < 0.35).to(x.dtype))
     hair_curtain = curtain * (1 - cap)
