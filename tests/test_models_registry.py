@@ -139,3 +139,11 @@ def test_lpips_heads_found_inside_an_installed_package(models_folder: Path, tmp_
     assert "lpips" not in sys.modules  # located, never imported
     (models_folder / "vgg.pth").write_bytes(b"mine")
     assert require("lpips_vgg") == models_folder / "vgg.pth"
+
+
+def test_untrained_stand_in_names_itself():
+    """The source string names the built-in model (a loop variable once shadowed it)."""
+    from toon3d.models import DEFAULT_GENERATOR, untrained_generator
+
+    loaded = untrained_generator(DEFAULT_GENERATOR, truncation_mean_samples=8)
+    assert loaded.source.startswith(f"builtin:{DEFAULT_GENERATOR} (untrained")

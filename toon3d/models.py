@@ -188,8 +188,8 @@ def untrained_generator(name: str = DEFAULT_GENERATOR, truncation_mean_samples: 
     # Noise strengths start at 0 in StyleGAN2 and grow in training; a non-zero value makes the
     # stand-in respond to --noise like a trained generator does.
     with torch.no_grad():
-        for name, param in generator.named_parameters():
-            if name.endswith("noise.weight"):
+        for key, param in generator.named_parameters():
+            if key.endswith("noise.weight"):
                 param.fill_(UNTRAINED_NOISE_STRENGTH)
     generator.eval()
     mean = generator.mean_latent(samples, generator=torch.Generator().manual_seed(MEAN_LATENT_SEED))
