@@ -38,6 +38,42 @@ def test_evaluation_mask_uses_gt_below_its_max_and_pred_mask():
     both = evaluation_mask(gt, pred)
     assert both.sum() == 4 and both[0, 2:6, 2].min() == 1
 
+
+def test_evaluation_mask_background_is_the_batch_max_like_unsup3d():
+    # Image 0 has a background at 1.1; image 1 is all foreground (no pixel at the batch max).
+    gt = torch.full((2, 8, 8), 1.1)
+    gt[0, 1:7, 1:7] = 1.0
+    gt[1] = 0.95
+    gt[1, 3:5, 3:5] = 1.05  # image 1's own maximum, still below the batch maximum
+    batch = evaluation_mask(gt)
+    torch.testing.assert_close(batch, evaluation_mask(gt, gt_max="batch"))
+    # Unsup3d (batch max): image 1 is foreground everywhere; only the zero-padded border erodes.
+    assert batch[1].sum() == 36 and batch[1, 1:7, 1:7].min() == 1
+    assert batch[0].sum() == 16
+    # Per image: image 1's own farthest pixels become "background" and their neighbourhood goes.
+    image = evaluation_mask(gt, gt_max="image")
+    assert image[1, 2:6, 2:6].sum() == 0 and image[1].sum() == 36 - 16
+    torch.testing.assert_close(image[0], batch[0])
+    with pytest.raises(Toon3dError, match="gt_max"):
+        evaluation_mask(gt, gt_max="pixel")
+
+
+def test_depth_scores_passes_the_gt_max_rule():
+    size = 8
+    K = intrinsics(size)
+    gt = torch.full((2, size, size), 1.1)
+    gt[0, 1:7, 1:7] = 1.0
+    gt[1] = 0.95
+    gt[1, 3:5, 3:5] = 1.05
+    pred = torch.ones(2, 1, size, size)
+    assert scores_mask_sum(depth_scores(gt, gt, K, pred_mask=pred)) == 16 + 36
+    assert scores_mask_sum(depth_scores(gt, gt, K, pred_mask=pred, gt_max="image")) == 16 + 20
+
+
+def scores_mask_sum(scores):
+    return scores["mask"].sum().item()
+
+
 def test_side_is_scale_invariant_and_matches_the_formula():
     g = torch.Generator().manual_seed(0)
     gt = torch.rand(2, 10, 10, generator=g) * 0.2 + 0.9

@@ -1,8 +1,11 @@
 """SIDE and MAD, the BFM depth metrics of Unsup3d (Wu et al. 2020), computed per image.
 
 Protocol (Unsup3d `model.forward` with ground-truth depth):
-- masks: `gt < max(gt)` (the background sits at the maximum depth) and the predicted valid
-  mask, each eroded by one pixel (3x3 average pool > 0.99, zero padding), then multiplied;
+- masks: `gt < max(gt)` with the maximum taken over the *whole batch* (Unsup3d's
+  `mask_gt = (depth_gt < depth_gt.max())`; the background sits at the maximum depth) and the
+  predicted valid mask, each eroded by one pixel (3x3 average pool > 0.99, zero padding), then
+  multiplied. `gt_max="image"` takes the maximum per image instead (not Unsup3d: an image with
+  no background pixel then loses its farthest foreground pixels);
 - SIDE = sqrt(masked variance of log d̂ − log d): scale-invariant, papers report it ×100;
 - MAD = masked mean of acos(clamp(n̂·n, −1, 1)) in degrees, normals from
   `normals_from_depth` of the predicted depth *in the input view* and of the ground truth.
@@ -25,10 +28,24 @@ def erode_mask(mask: torch.Tensor) -> torch.Tensor:
     return (pooled > 0.99).float()
 
 
-def evaluation_mask(gt_depth: torch.Tensor, pred_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Pixels scored [B,H,W] float: eroded (gt < per-image max(gt)) × eroded predicted mask."""
-    gt_max = gt_depth.flatten(1).amax(1).view(-1, 1, 1)
-    mask = erode_mask(gt_depth < gt_max)
+GT_MAX_MODES = ("batch", "image")
+
+
+def evaluation_mask(gt_depth: torch.Tensor, pred_mask: torch.Tensor | None = None,
+                    gt_max: str = "batch") -> torch.Tensor:
+    """Pixels scored [B,H,W] float: eroded (gt < max(gt)) × eroded predicted mask.
+
+    `gt_max="batch"` (default, Unsup3d): the maximum over the whole batch, so the scores of an
+    image depend on its batch mates' background value; `"image"`: each image's own maximum.
+    """
+    if gt_max == "batch":
+        limit = gt_depth.max()
+    elif gt_max == "image":
+        limit = gt_depth.flatten(1).amax(1).view(-1, 1, 1)
+    else:
+        raise Toon3dError(f"gt_max must be one of {', '.join(GT_MAX_MODES)}, not {gt_max!r}; "
+                          f"use 'batch' (Unsup3d) or 'image'")
+    mask = erode_mask(gt_depth < limit)
     if pred_mask is not None:
         if pred_mask.dim() == 4:
             pred_mask = pred_mask.squeeze(1)
@@ -69,9 +86,12 @@ def mad(pred_normal: torch.Tensor, gt_normal: torch.Tensor, mask: torch.Tensor) 
 
 
 def depth_scores(pred_depth: torch.Tensor, gt_depth: torch.Tensor, K: torch.Tensor,
-                 pred_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Unsup3d protocol on view depths [B,H,W]: {'side': [B] ×1, 'side_x100': [B], 'mad_deg': [B], 'mask': [B,H,W]}."""
-    mask = evaluation_mask(gt_depth, pred_mask)
+                 pred_mask: torch.Tensor | None = None, gt_max: str = "batch") -> dict[str, torch.Tensor]:
+    """Unsup3d protocol on view depths [B,H,W]: {'side': [B] ×1, 'side_x100': [B], 'mad_deg': [B], 'mask': [B,H,W]}.
+
+    `gt_max` picks the background rule of `evaluation_mask` ("batch" = Unsup3d, or "image").
+    """
+    mask = evaluation_mask(gt_depth, pred_mask, gt_max=gt_max)
     s = side(pred_depth, gt_depth, mask)
     m = mad(normals_from_depth(pred_depth, K), normals_from_depth(gt_depth, K), mask)
     return {"side": s, "side_x100": s * 100.0, "mad_deg": m, "mask": mask}
