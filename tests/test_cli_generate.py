@@ -42,7 +42,7 @@ def test_end_to_end_outputs(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert _gen(out, "--seeds", "0-3,7", "--batch", "2", "--raw", str(raw)) == 0
     names = [f"seed{s:04d}.png" for s in (0, 1, 2, 3, 7)]
     assert sorted(p.name for p in out.iterdir()) == sorted(names + ["grid.png", "latents.pt", "latents.npy",
-                                                                    "generate.json"])
+                                                                    "generate.json", ".toon3d-output"])
     latents = torch.load(out / "latents.pt", weights_only=True)
     assert latents.shape == (5, 512) and latents.dtype == torch.float32
     np.testing.assert_array_equal(np.load(out / "latents.npy"), latents.numpy())
@@ -248,3 +248,27 @@ def test_failure_mid_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(sampling, "synthesize", flaky)
     _bad(tmp_path, capsys, ["--seeds", "0-3", "--batch", "2", "--raw", str(tmp_path / "raw.npy")],
          "the generator produced NaN/inf for seed0002.png")
+
+
+def test_out_may_not_hold_the_checkpoint_or_latents(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert _gen(run, "--seeds", "0") == 0
+    capsys.readouterr()
+    assert _gen(run, "--latents", str(run / "latents.pt"), "--space", "w", "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "contains the input" in err and "choose another --out" in err and err.count("\n") == 1
+    assert (run / "latents.pt").is_file() and (run / "seed0000.png").is_file()
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / ".toon3d-output").write_text("")
+    (models_dir / "550000.pt").write_bytes(b"weights")
+    assert _gen(models_dir, "--ckpt", str(models_dir / "550000.pt"), "--seeds", "0", "--overwrite") == 2
+    assert "contains the input" in capsys.readouterr().err
+    assert (models_dir / "550000.pt").read_bytes() == b"weights"
+    # Without the marker a folder is not toon3d's to delete, whatever it holds.
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    assert _gen(user, "--seeds", "0", "--overwrite") == 2
+    assert "was not written by toon3d; remove it yourself or choose another --out" in capsys.readouterr().err
+    assert (user / "notes.txt").read_text() == "mine"

@@ -70,6 +70,11 @@ def test_non_empty_out_needs_overwrite(tmp_path):
         with folder.FolderWriter(out, "images", 8) as w:
             w.add(_image(0, 8))
     assert (out / "keep.txt").is_file()
+    with pytest.raises(Toon3dError, match="not written by toon3d"):
+        with folder.FolderWriter(out, "images", 8, overwrite=True) as w:
+            w.add(_image(0, 8))
+    assert (out / "keep.txt").is_file()
+    (out / ".toon3d-output").write_text("")  # a folder toon3d wrote may be replaced
     with folder.FolderWriter(out, "images", 8, overwrite=True) as w:
         w.add(_image(0, 8))
     assert not (out / "keep.txt").exists() and folder.read_meta(out)["count"] == 1

@@ -166,3 +166,16 @@ def test_lmdb_writer_grows_a_full_map(tmp_path, monkeypatch):
             writer.put(i, Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
     reader = LmdbReader(tmp_path / "db")
     assert len(reader) == 20 and reader.get_image(19).size == (64, 64)
+
+
+def test_out_may_not_hold_or_sit_inside_the_source(tmp_path, capsys):
+    outer = tmp_path / "outer"
+    src = outer / "src"
+    src.mkdir(parents=True)
+    _smooth(20, 20).save(src / "a.png")
+    (outer / ".toon3d-output").write_text("")  # even a folder toon3d wrote is kept when it holds the input
+    for out, match in [(outer, "contains the input"), (src, "contains the input"), (src / "o", "is inside the input")]:
+        assert main(["data", "prepare", str(src), "--size", "16", "--out", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and "choose another --out" in err and "\n" not in err
+    assert sorted(p.name for p in src.iterdir()) == ["a.png"]

@@ -68,3 +68,19 @@ def test_render_bad_options(tmp_path, capsys):
     base[base.index("--out") + 1] = str(blocker / "o")
     assert main(base) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_render_out_may_not_hold_its_inputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    write_inputs(out.parent)
+    assert main(["render", "--depth", str(tmp_path / "depth.npy"), "--out", str(out), "--frames", "1",
+                 "--format", "gif"]) == 0
+    capsys.readouterr()
+    (out / "d.npy").write_bytes((tmp_path / "depth.npy").read_bytes())
+    outside = ["--depth", str(tmp_path / "depth.npy")]
+    for args in (["--depth", str(out / "d.npy")], [*outside, "--albedo", str(out / "canonical.png")],
+                 [*outside, "--mask", str(out / "canonical.png")]):
+        assert main(["render", *args, "--out", str(out), "--frames", "1", "--format", "gif", "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "contains the input" in err and "choose another --out" in err
+    assert (out / "d.npy").is_file() and (out / "canonical.png").is_file()

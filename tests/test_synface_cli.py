@@ -81,5 +81,9 @@ def test_synface_cli_refuses_non_empty_or_unwritable_out(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "error:" in err and "\n" not in err
 
+    # --overwrite replaces only a folder toon3d wrote (it holds the marker file).
+    assert main(["data", "synface", "--n", "1", "--size", "64", "--out", str(full), "--overwrite"]) == 2
+    assert "not written by toon3d" in capsys.readouterr().err and (full / "keep.txt").is_file()
+    (full / ".toon3d-output").write_text("")
     assert main(["data", "synface", "--n", "1", "--size", "64", "--out", str(full), "--overwrite"]) == 0
     assert not (full / "keep.txt").exists() and (full / "meta.json").is_file()

@@ -29,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Prepare the folder and report what was written and skipped."""
     from toon3d.data.prepare import SKIPPED_FILE, PrepareSettings, prepare_folder
+    from toon3d.io.atomic import check_inputs
 
+    # --out may not be the image folder, hold it (a parent: --overwrite would delete it) or lie inside it.
+    check_inputs(args.out, [args.folder])
     settings = PrepareSettings(size=args.size, lmdb=args.lmdb)
     created_by = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = prepare_folder(args.folder, args.out, settings, overwrite=args.overwrite, created_by=created_by)

@@ -114,6 +114,21 @@ def _raw_target(raw: str | None, out: Path) -> tuple[Path | None, Path | None]:
     return path, inside
 
 
+def _ckpt_inputs(spec: str) -> list[Path]:
+    """The files --ckpt SPEC reads (a path, a registry file, the shipped weights) that exist here."""
+    from toon3d import models
+
+    name = models.DEFAULT_GENERATOR if spec == "default" else spec
+    paths = [Path(name).expanduser()]
+    if name in models.REGISTRY:
+        found = models.find(name)
+        if found is not None:
+            paths.append(found)
+    if name in models.UNTRAINED_SEEDS:
+        paths.append(models.builtin_generator_path(name))
+    return [p for p in paths if p.exists()]
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate the images and write them, all or nothing."""
     import contextlib
@@ -134,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
                               channel_max=args.channel_max)
     # Output places are claimed (and checked writable) before the slow part starts.
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_dir(out, overwrite=args.overwrite))
+        inputs = [*_ckpt_inputs(settings.ckpt), settings.latents]
+        tmp = stack.enter_context(atomic_dir(out, overwrite=args.overwrite, inputs=inputs))
         raw_tmp = None
         if raw_path is not None:
             raw_tmp = tmp / raw_inside if raw_inside is not None else stack.enter_context(atomic_file(raw_path))

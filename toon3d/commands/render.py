@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             frames.extend(image.cpu())
     frames_u8 = frames_to_uint8(frames)
     sheet_idx = [round(i * len(frames) / min(12, len(frames))) for i in range(min(12, len(frames)))]
-    with atomic_dir(args.out, overwrite=args.overwrite) as out:
+    with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.depth, args.albedo, args.mask]) as out:
         mesh = mesh_from_depth(depth, texture[0].cpu(), renderer.K.cpu())
         write_obj(mesh, out / "mesh.obj")
         write_glb(mesh, out / "mesh.glb")
