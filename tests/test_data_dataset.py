@@ -151,6 +151,21 @@ def test_size_resizes_images_and_gt(tmp_path):
     assert set(item["seg"].unique().tolist()) <= set(full["seg"].unique().tolist())
 
 
+def test_a_truncated_or_corrupt_gt_npz_is_a_one_line_error(tmp_path):
+    root = _synface_like(tmp_path / "s", count=3)
+    raw = folder.gt_path(root, 0).read_bytes()
+    folder.gt_path(root, 0).write_bytes(raw[:len(raw) // 2])  # half an .npz: zipfile.BadZipFile
+    corrupt = bytearray(folder.gt_path(root, 1).read_bytes())
+    corrupt[len(corrupt) // 3] ^= 0xFF  # a flipped byte inside the first array
+    folder.gt_path(root, 1).write_bytes(bytes(corrupt))
+    ds = FaceDataset(root, flip=False)
+    for index in (0, 1):
+        with pytest.raises(Toon3dError, match=r"not a readable \.npz.*rebuild the dataset") as err:
+            ds[index]
+        assert "\n" not in str(err.value) and f"{index:06d}.npz" in str(err.value)
+    assert ds[2]["depth"].shape == (SIZE, SIZE)
+
+
 def test_bad_folders_are_one_line_errors(tmp_path):
     with pytest.raises(Toon3dError, match="not found"):
         FaceDataset(tmp_path / "missing")

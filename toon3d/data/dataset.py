@@ -12,6 +12,8 @@ the number of DataLoader workers; `set_epoch` draws a new pattern each epoch.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +81,16 @@ def resize_gt(key: str, value: np.ndarray, size: int) -> np.ndarray:
     return out.numpy().astype(value.dtype)
 
 
+# What np.load raises on a damaged .npz: truncated or corrupt zip (BadZipFile, EOFError),
+# a broken deflate stream (zlib.error), a bad .npy header (ValueError), unreadable file (OSError).
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _load_gt(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
+    except _NPZ_ERRORS as err:
         raise Toon3dError(f"{path} is not a readable .npz ({err}); rebuild the dataset") from None
     gt = {}
     for key, array in arrays.items():
