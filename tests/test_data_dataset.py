@@ -127,6 +127,37 @@ def test_reads_an_lmdb_made_by_rosinality_prepare_data(tmp_path):
     assert torch.allclose(centre, torch.tensor([10.0, 200.0, 10.0]), atol=3)
 
 
+def test_size_resizes_an_lmdb_like_a_folder(tmp_path):
+    prepare_folder(_smooth_folder(tmp_path / "src"), tmp_path / "p", PrepareSettings(size=SIZE), progress=False)
+    for size in (8, 24):  # the LMDB holds only 16 px images
+        from_lmdb = FaceDataset(tmp_path / "p" / "lmdb", size=size, flip=False)
+        from_folder = FaceDataset(tmp_path / "p", size=size, flip=False)
+        assert from_lmdb.source == "lmdb" and from_lmdb.stored_size == SIZE and from_lmdb.size == size
+        for i in range(len(from_lmdb)):
+            a, b = from_folder[i]["image"], from_lmdb[i]["image"]
+            assert b.shape == (3, size, size)
+            assert (a - b).abs().mean() < 0.016  # the same LANCZOS resize of the PNG / JPEG copies
+
+
+def test_size_picks_among_several_lmdb_sizes(tmp_path):
+    path = tmp_path / "multi"
+    env = lmdb.open(str(path), map_size=1 << 24, readahead=False)
+    with env.begin(write=True) as txn:
+        for res, colour in ((8, (200, 10, 10)), (32, (10, 200, 10)), (64, (10, 10, 200))):
+            buffer = io.BytesIO()
+            Image.new("RGB", (res, res), colour).save(buffer, format="JPEG", quality=100)
+            txn.put(f"{res}-00000".encode("utf-8"), buffer.getvalue())
+        txn.put(b"length", b"1")
+    env.close()
+    # exact match, nearest larger stored size, largest stored size
+    for size, stored, colour in ((32, 32, (10, 200, 10)), (16, 32, (10, 200, 10)), (4, 8, (200, 10, 10)),
+                                 (128, 64, (10, 10, 200))):
+        ds = FaceDataset(path, size=size, flip=False)
+        assert ds.stored_size == stored and ds[0]["image"].shape == (3, size, size)
+        centre = (ds[0]["image"][:, size // 2, size // 2] + 1) * 127.5
+        assert torch.allclose(centre, torch.tensor(colour, dtype=torch.float32), atol=3)
+
+
 def test_works_with_dataloader_workers(tmp_path):
     prepare_folder(_smooth_folder(tmp_path / "src"), tmp_path / "p", PrepareSettings(size=SIZE), progress=False)
     for kwargs in ({}, {"prefer_lmdb": True}):

@@ -126,7 +126,8 @@ def resolve_source(path: str | os.PathLike, prefer_lmdb: bool = False) -> tuple[
 class FaceDataset(Dataset):
     """Images (and SynFace ground truth) of a toon3d folder dataset or a rosinality LMDB folder.
 
-    `size=None` keeps the stored size; another size resizes (LANCZOS for images). `flip=True`
+    `size=None` keeps the stored size; another size resizes (LANCZOS for images), for an LMDB
+    too (one holding several sizes is read at `size` if stored, else the nearest larger one). `flip=True`
     mirrors each item with probability 1/2, decided by (seed, epoch, index); evaluation passes
     `flip=False`. `prefer_lmdb` reads `DIR/lmdb` when a prepared folder has both copies.
     """
@@ -150,7 +151,9 @@ class FaceDataset(Dataset):
                 raise Toon3dError(f"{self.root} lacks images/000000.png although meta.json says "
                                   f"{self.length} images; rebuild the dataset")
         else:
-            self._lmdb = LmdbReader(self.root, size=size)
+            # Read the stored size and let __getitem__ resize, as for folders; `size` only picks
+            # among several stored sizes (an exact match, else the nearest larger one).
+            self._lmdb = LmdbReader(self.root, size=size, nearest=True)
             self.meta = {"kind": "images", "size": self._lmdb.size, "count": len(self._lmdb)}
             self.stored_size = self._lmdb.size
             self.length = len(self._lmdb)

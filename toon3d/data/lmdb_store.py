@@ -100,13 +100,28 @@ class LmdbWriter:
         self.count = max(self.count, index + 1)
 
 
+def choose_stored_size(sizes: set[int] | list[int], wanted: int) -> int:
+    """Which stored size to read for output size `wanted`: the only one, an exact match, the
+    smallest larger one (downscaling keeps detail), else the largest."""
+    sizes = sorted(sizes)
+    if len(sizes) == 1:
+        return sizes[0]
+    if wanted in sizes:
+        return wanted
+    larger = [s for s in sizes if s > wanted]
+    return larger[0] if larger else sizes[-1]
+
+
 class LmdbReader:
     """Read a rosinality-layout LMDB folder; opens lazily so it survives DataLoader worker forks.
 
     `size=None` picks the only size stored; a database holding several sizes needs `size`.
+    With `nearest=True`, `size` is only a preference (for readers that resize afterwards): the
+    only stored size, else `size` itself when stored, else the smallest stored size above it,
+    else the largest. `sizes` lists every stored size.
     """
 
-    def __init__(self, path: str | os.PathLike, size: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, size: int | None = None, nearest: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise Toon3dError(f"LMDB folder {self.path} not found; check the path")
@@ -121,6 +136,9 @@ class LmdbReader:
                                   "prepare it with 'toon3d data prepare'")
             self.length = int(raw.decode("utf-8"))
             sizes = self._stored_sizes(txn)
+        self.sizes = sorted(sizes)
+        if nearest and size is not None and sizes:
+            size = choose_stored_size(sizes, size)
         if size is None:
             if len(sizes) != 1:
                 raise Toon3dError(f"{self.path} holds images at sizes {sorted(sizes)}; pass size= to choose one")
