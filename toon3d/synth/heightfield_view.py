@@ -5,7 +5,8 @@ is exact but costs ~60 ms per 128 px image on a CPU core, too slow to make tens 
 of SynFace images. Here each view ray is marched through the canonical frame instead and
 intersected with the bilinearly interpolated depth map: the same surface up to the
 difference between bilinear patches and the mesh's two planar triangles per pixel quad
-(~1e-4 depth units on a face), with the same camera (fov, rotation about (0,0,1)),
+(~1e-4 depth units on a face), with the same camera (fov, rotation about (0,0,1); the rays
+come from `toon3d.shape.camera`'s `intrinsics`, `depth_to_3d` and `inverse_warp_points`),
 pixel-centre sampling (the renderer's `pixel_offset=0`) and mask rule (a hit counts only
 where all four canonical neighbours are inside the canonical mask, as the mesh drops every
 triangle touching an outside vertex).
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from toon3d.shape.camera import depth_to_3d, intrinsics, inverse_warp_points, warped_points_from_depth
 
 
 @dataclass
@@ -32,11 +35,19 @@ class MarchSettings:
     background_depth: float = 1.2
 
 
-def _canonical_points(size: int, depth: torch.Tensor, tan_half: float) -> torch.Tensor:
-    """Back-projected canonical grid points [B,H,W,3] (pixel centres, align_corners grid)."""
-    t = torch.linspace(-1.0, 1.0, size, device=depth.device, dtype=depth.dtype) * tan_half
-    gy, gx = torch.meshgrid(t, t, indexing="ij")
-    return torch.stack([gx * depth, gy * depth, depth], dim=-1)
+def view_rays(K: torch.Tensor, size: int, R: torch.Tensor, t: torch.Tensor,
+              rot_center_depth: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each view pixel's ray in the canonical frame: direction A [B,H,W,3] and origin o [B,3].
+
+    The view point at depth s on pixel (u, v) is s·K⁻¹[u, v, 1]; `inverse_warp_points` is
+    affine, so it maps to the canonical point s·A + o with A = K⁻¹[u, v, 1] R (the rotation
+    alone: no translation, centre 0) and o = the inverse warp of the camera centre.
+    """
+    b = R.shape[0]
+    rays = depth_to_3d(torch.ones(1, size, size, device=R.device, dtype=R.dtype), K)   # [1,H,W,3]
+    a = inverse_warp_points(rays.expand(b, -1, -1, -1), R, torch.zeros_like(t), rot_center_depth=0.0)
+    o = inverse_warp_points(torch.zeros_like(t).unsqueeze(1), R, t, rot_center_depth=rot_center_depth)[:, 0]
+    return a, o
 
 
 def march_heightfield(canon_depth: torch.Tensor, canon_mask: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
@@ -52,12 +63,12 @@ def march_heightfield(canon_depth: torch.Tensor, canon_mask: torch.Tensor, R: to
     b, h, w = canon_depth.shape
     dtype, device = canon_depth.dtype, canon_depth.device
     tan_half = math.tan(math.radians(s.fov_deg) / 2.0)
-    centre = torch.tensor([0.0, 0.0, s.rot_center_depth], device=device, dtype=dtype)
+    K = intrinsics(h, s.fov_deg, device=device, dtype=dtype)
+    R, t = R.to(dtype), t.to(dtype)
 
     # Per-image search range: the view depths of the warped head vertices, plus a margin.
     inside = canon_mask > 0.5
-    pts = _canonical_points(h, canon_depth, tan_half)
-    z_view = ((pts - centre) @ R.transpose(1, 2)[:, None] + centre + t[:, None, None])[..., 2]
+    z_view = warped_points_from_depth(canon_depth, K, R, t, s.rot_center_depth)[..., 2]
     big = torch.finfo(dtype).max
     z_lo = torch.where(inside, z_view, torch.full_like(z_view, big)).amin(dim=(1, 2)) - s.margin
     z_hi = torch.where(inside, z_view, torch.full_like(z_view, -big)).amax(dim=(1, 2)) + s.margin
@@ -65,13 +76,10 @@ def march_heightfield(canon_depth: torch.Tensor, canon_mask: torch.Tensor, R: to
     z_lo = torch.where(empty, torch.ones_like(z_lo), z_lo)
     z_hi = torch.where(empty, torch.ones_like(z_hi) * 1.01, z_hi)
 
-    # A view ray s·r (r = (x, y, 1)) maps to the canonical frame as s·A + o, linear in s.
-    t1 = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype) * tan_half
-    ry, rx = torch.meshgrid(t1, t1, indexing="ij")
-    rays = torch.stack([rx, ry, torch.ones_like(rx)], dim=-1)               # [H,W,3]
-    a = torch.einsum("hwj,bjk->bhwk", rays, R)                               # [B,H,W,3]
-    o = ((-t - centre)[:, None] @ R).squeeze(1) + centre                     # [B,3]
-    # Fold 1/tan(fov/2) into x and y so the canonical grid is (s·ax + ox) / (s·az + oz).
+    # A view ray s·r (r = K⁻¹[u, v, 1]) maps to the canonical frame as s·A + o, linear in s.
+    a, o = view_rays(K, h, R, t, s.rot_center_depth)                         # [B,H,W,3], [B,3]
+    # Fold 1/tan(fov/2) into x and y so the canonical grid is (s·ax + ox) / (s·az + oz): the
+    # align_corners grid of `points_to_grid` (f / ((S-1)/2) = 1/tan(fov/2), c maps to 0).
     inv_tan = 1.0 / tan_half
     ax, ay, az = (v.contiguous() for v in (a[..., 0] * inv_tan, a[..., 1] * inv_tan, a[..., 2]))
     ox, oy, oz = (o[:, i].view(b, 1, 1) * (inv_tan if i < 2 else 1.0) for i in range(3))
