@@ -190,3 +190,11 @@ def test_training_state_round_trip_and_refusal(tmp_path: Path) -> None:
         save_training_state(tmp_path / "bad.pt", {"x": object()})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resume.pt"]
 
+
+
+@pytest.mark.parametrize("config", [[1, 2], "text", 3])
+def test_model_file_config_must_be_an_object(tmp_path: Path, config) -> None:
+    path = save_model(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, config)
+    with pytest.raises(Toon3dError, match="config metadata is a JSON") as info:
+        load_model_file(path)
+    assert "\n" not in str(info.value)

@@ -314,3 +314,76 @@ def test_toon3d_generator_file_round_trip(tmp_path: Path, small_shapes) -> None:
         torch.testing.assert_close(again.generator.synthesis(ws), loaded.generator.synthesis(ws), rtol=0, atol=0)
     with pytest.raises(Toon3dError, match="pass --size 32"):
         load_generator(out, ArchOverrides(size=64))
+
+
+def _resave(tmp_path: Path, source: Path, kind: str, section: str, config) -> Path:
+    from toon3d.io.checkpoint import load_model_file, save_model
+
+    model = load_model_file(source)
+    return save_model(tmp_path / f"bad_{kind}.safetensors", model.state_dict, {"kind": kind, section: config})
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"foo": 1}, "field 'foo', which Generator does not take"),
+    ({"size": "16"}, "field 'size' is '16', not a valid int"),
+    ({"size": True}, "field 'size' is True"),
+    ({"lr_mlp": float("nan")}, "field 'lr_mlp'"),
+    ({"blur_kernel": [1, "x"]}, "field 'blur_kernel'"),
+    ({"size": None}, "field 'size'"),
+])
+def test_malformed_generator_file_config_is_named(tmp_path: Path, change, match) -> None:
+    from toon3d.stylegan2.checkpoints import GENERATOR_KIND
+
+    g = _tiny_generator()
+    good = save_generator(tmp_path / "g.safetensors", g, torch.zeros(1, 8))
+    bad = _resave(tmp_path, good, GENERATOR_KIND, "generator", {**g.config, **change})
+    with pytest.raises(Toon3dError, match=match) as info:
+        load_generator(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_generator_file_config_shapes(tmp_path: Path) -> None:
+    from toon3d.stylegan2.checkpoints import GENERATOR_KIND
+
+    g = _tiny_generator()
+    good = save_generator(tmp_path / "g.safetensors", g, torch.zeros(1, 8))
+    with pytest.raises(Toon3dError, match="not a generator"):
+        load_generator(_resave(tmp_path, good, GENERATOR_KIND, "generator", [1, 2]))
+    with pytest.raises(Toon3dError, match="lacks the field 'size'"):
+        load_generator(_resave(tmp_path, good, GENERATOR_KIND, "generator", {"style_dim": 8}))
+    # Fields left out take the constructor's defaults: n_mlp 8 does not match the weights.
+    with pytest.raises(Toon3dError, match="parameters missing"):
+        load_generator(_resave(tmp_path, good, GENERATOR_KIND, "generator", {"size": 16}))
+    partial = {k: v for k, v in g.config.items() if k not in ("blur_kernel", "lr_mlp")}
+    again = load_generator(_resave(tmp_path, good, GENERATOR_KIND, "generator", partial))
+    assert again.config == g.config
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"foo": 1}, "field 'foo', which Discriminator does not take"),
+    ({"channel_max": 8.5}, "field 'channel_max'"),
+])
+def test_malformed_discriminator_file_config_is_named(tmp_path: Path, change, match) -> None:
+    from toon3d.stylegan2.checkpoints import DISCRIMINATOR_KIND
+    from toon3d.stylegan2.discriminator import Discriminator
+
+    disc = Discriminator(16, channel_max=8)
+    good = save_discriminator(tmp_path / "d.safetensors", disc)
+    bad = _resave(tmp_path, good, DISCRIMINATOR_KIND, "discriminator", {**disc.config, **change})
+    with pytest.raises(Toon3dError, match=match) as info:
+        load_discriminator(bad)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("ckpt", [{0: torch.zeros(1)}, {"g_ema": {0: torch.zeros(1)}}, {"d": {1: torch.zeros(1)}},
+                                  {("style", 1): torch.zeros(1), "style.1.weight": torch.zeros(1)}])
+def test_non_string_keys_are_not_a_checkpoint(tmp_path: Path, ckpt) -> None:
+    path = tmp_path / "odd.pt"
+    torch.save(ckpt, path)
+    loader = load_discriminator if "d" in ckpt else load_generator
+    with pytest.raises(Toon3dError, match="is not a StyleGAN2 checkpoint") as info:
+        loader(path)
+    assert "\n" not in str(info.value)
+    if any(not isinstance(k, str) for k in ckpt):
+        with pytest.raises(Toon3dError, match="is not a StyleGAN2 checkpoint"):
+            load_discriminator(path)

@@ -170,6 +170,10 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
         meta = json.loads(metadata.get("meta", "{}"))
     except (KeyError, json.JSONDecodeError):
         raise Toon3dError(f"{path} has a damaged config in its metadata; save the model again") from None
+    for what, value in (("config", config), ("meta", meta)):
+        if not isinstance(value, dict):
+            raise Toon3dError(f"{path}: its {what} metadata is a JSON {type(value).__name__}, not an object; "
+                              "save the model again with toon3d")
     return ModelFile(state_dict=tensors, config=config, meta=meta)
 
 

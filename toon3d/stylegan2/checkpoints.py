@@ -21,6 +21,8 @@ when present, else `mean_latent(MEAN_LATENT_SAMPLES)` from a generator seeded
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from torch import nn
 
 from toon3d.errors import Toon3dError
 from toon3d.io.checkpoint import load_model_file, load_torch_checkpoint, save_model
+from toon3d.stylegan2.generator import stylegan2_channels
 
 MEAN_LATENT_SEED = 0
 MEAN_LATENT_SAMPLES = 4096
@@ -70,11 +73,54 @@ class LoadedGenerator:
     meta: dict = field(default_factory=dict)
 
 
-def channel_table(size: int, channel_multiplier: int, channel_max: int) -> dict[int, int]:
-    """Feature channels per resolution 4..size for a rosinality-layout network."""
-    from toon3d.stylegan2.generator import stylegan2_channels
+def _check_str_keys(state: Mapping[Any, Any], name: str) -> None:
+    """A state dict is keyed by parameter names; anything else is not a StyleGAN2 checkpoint."""
+    for key in state:
+        if not isinstance(key, str):
+            raise Toon3dError(f"{name} is not a StyleGAN2 checkpoint (key {key!r} is a {type(key).__name__}, not a "
+                              "parameter name); pass a rosinality checkpoint such as 550000.pt")
 
-    return stylegan2_channels(size, channel_multiplier, channel_max)
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON config value fits a constructor annotation (int, float or Sequence[float])."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return _is_number(value)
+    if kind.startswith("Sequence"):
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(v) for v in value)
+    return True
+
+
+def model_config(cls: type, config: Any, name: str, what: str) -> dict:
+    """Check a saved constructor config of `cls` (a dict of its arguments, right types); defaults filled in."""
+    if not isinstance(config, dict):
+        raise Toon3dError(f"{name}: the {what} config is a {type(config).__name__}, not a JSON object; "
+                          "save the model again with toon3d")
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    unknown = sorted(set(config) - set(params))
+    if unknown:
+        raise Toon3dError(f"{name}: the {what} config has field {unknown[0]!r}, which {cls.__name__} does not take "
+                          f"(it takes {', '.join(params)}); save the model again with toon3d")
+    complete = {}
+    for key, param in params.items():
+        if key not in config:
+            if param.default is inspect.Parameter.empty:
+                raise Toon3dError(f"{name}: the {what} config lacks the field {key!r}; save the model again with toon3d")
+            continue
+        if not _fits(config[key], param.annotation):
+            raise Toon3dError(f"{name}: the {what} config field {key!r} is {config[key]!r}, not a valid "
+                              f"{param.annotation}; save the model again with toon3d")
+        complete[key] = tuple(config[key]) if isinstance(config[key], list) else config[key]
+    for key, param in params.items():
+        if key not in complete and param.default is not inspect.Parameter.empty:
+            complete[key] = param.default
+    return complete
 
 
 def strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,7 +140,7 @@ def _fit_multiplier_and_cap(widths: dict[int, int], name: str) -> tuple[int, int
     """Smallest (channel_multiplier, channel_max) whose table gives `widths`."""
     cap = max(widths.values())
     for multiplier in range(1, 65):
-        table = channel_table(_MAX_SIZE, multiplier, cap)
+        table = stylegan2_channels(_MAX_SIZE, multiplier, cap)
         if all(table.get(r) == c for r, c in widths.items()):
             return multiplier, cap
     shown = ", ".join(f"{r}px:{c}" for r, c in sorted(widths.items()))
@@ -156,13 +202,13 @@ def check_overrides(found: dict, overrides: ArchOverrides | None, name: str, wha
         if key in found and given is not None and given != found[key]:
             raise Toon3dError(f"{name}: {what} weights for {key}={found[key]} expected by the file, "
                               f"{_FLAGS[key]} {given} given; pass {_FLAGS[key]} {found[key]}")
-    file_table = channel_table(found["size"], found["channel_multiplier"], found["channel_max"])
+    file_table = stylegan2_channels(found["size"], found["channel_multiplier"], found["channel_max"])
     for key in ("channel_multiplier", "channel_max"):
         given = getattr(overrides, key, None)
         if given is None:
             continue
         trial = dict(config, **{key: given})
-        if channel_table(found["size"], trial["channel_multiplier"], trial["channel_max"]) != file_table:
+        if stylegan2_channels(found["size"], trial["channel_multiplier"], trial["channel_max"]) != file_table:
             raise Toon3dError(f"{name}: {what} weights for {key}={found[key]} expected by the file, "
                               f"{_FLAGS[key]} {given} given; pass {_FLAGS[key]} {found[key]}")
         config = trial
@@ -208,11 +254,13 @@ def _complete_state(model: nn.Module, state: Mapping[str, torch.Tensor], name: s
 
 
 def _generator_state(ckpt: Mapping[str, Any], name: str) -> tuple[dict, str]:
+    _check_str_keys(ckpt, name)
     for entry in ("g_ema", "g"):
         if entry in ckpt:
             if not isinstance(ckpt[entry], Mapping):
                 raise Toon3dError(f"{name}: entry {entry!r} is a {type(ckpt[entry]).__name__}, not a state dict; "
                                   "pass a rosinality checkpoint")
+            _check_str_keys(ckpt[entry], name)
             return strip_module_prefix(ckpt[entry]), entry
     bare = strip_module_prefix(ckpt)
     if "style.1.weight" in bare:
@@ -244,6 +292,7 @@ def generator_from_state(state: Mapping[str, torch.Tensor], overrides: ArchOverr
     """Build our Generator from a rosinality-layout state dict (architecture read from shapes), on the CPU."""
     from toon3d.stylegan2.generator import Generator
 
+    _check_str_keys(state, name)
     state = strip_module_prefix(state)
     if config is None:
         config = check_overrides(infer_generator_config(state, name), overrides, name, "generator")
@@ -257,6 +306,7 @@ def discriminator_from_state(state: Mapping[str, torch.Tensor], overrides: ArchO
     """Build our Discriminator from a rosinality-layout state dict (architecture read from shapes), on the CPU."""
     from toon3d.stylegan2.discriminator import Discriminator
 
+    _check_str_keys(state, name)
     state = strip_module_prefix(state)
     found = infer_discriminator_config(state, name)
     config = check_overrides(found, overrides, name, "discriminator")
@@ -297,7 +347,7 @@ def load_discriminator(path: str | os.PathLike, overrides: ArchOverrides | None 
                               "discriminator; pass a discriminator file")
         from toon3d.stylegan2.discriminator import Discriminator
 
-        config = dict(model.config["discriminator"])
+        config = model_config(Discriminator, model.config["discriminator"], path.name, "discriminator")
         if overrides is not None:
             check_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "discriminator")
         discriminator = Discriminator(**config)
@@ -305,6 +355,7 @@ def load_discriminator(path: str | os.PathLike, overrides: ArchOverrides | None 
                                       strict=True)
         return discriminator
     ckpt = load_torch_checkpoint(path)
+    _check_str_keys(ckpt, path.name)
     if "d" not in ckpt:
         raise Toon3dError(f"{path.name} has no discriminator (no 'd' entry; found {', '.join(sorted(map(str, ckpt)))}); "
                           "pass a rosinality training checkpoint such as 550000.pt")
@@ -328,9 +379,9 @@ def _load_generator_file(path: Path, overrides: ArchOverrides | None,
     if model.config.get("kind") != GENERATOR_KIND or not isinstance(model.config.get("generator"), dict):
         raise Toon3dError(f"{path.name} is a toon3d model of kind {model.config.get('kind')!r}, not a generator; "
                           "pass a generator file")
-    config = dict(model.config["generator"])
-    if "blur_kernel" in config:
-        config["blur_kernel"] = tuple(config["blur_kernel"])
+    from toon3d.stylegan2.generator import Generator
+
+    config = model_config(Generator, model.config["generator"], path.name, "generator")
     if overrides is not None:
         check_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "generator")
     state = {k[2:]: v for k, v in model.state_dict.items() if k.startswith("g.")}
