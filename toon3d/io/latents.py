@@ -13,12 +13,20 @@ from toon3d.io.atomic import atomic_file
 from toon3d.io.checkpoint import load_torch_file
 
 LATENT_SUFFIXES = (".pt", ".pth", ".npy")
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def _read(path: Path) -> torch.Tensor:
     if path.suffix == ".npy":
         if path.stat().st_size == 0:
             raise Toon3dError(f"{path} is empty (0 bytes); pass a saved [N,D] latent file")
+        try:
+            with open(path, "rb") as handle:
+                magic = handle.read(len(NPY_MAGIC))
+        except OSError as err:
+            raise Toon3dError(f"cannot read {path}: {err.strerror or err}; check the file and its permissions") from None
+        if magic != NPY_MAGIC:
+            raise Toon3dError(f"{path} is not a .npy file (corrupt or truncated); save it again with numpy.save")
         try:
             array = np.load(path, allow_pickle=False)
         except ValueError as err:
@@ -31,6 +39,8 @@ def _read(path: Path) -> torch.Tensor:
         if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
             raise Toon3dError(f"{path} holds {getattr(array, 'dtype', type(array).__name__)} data, not numbers; "
                               "pass a float array")
+        if array.ndim == 0:  # ascontiguousarray would turn a scalar into [1]
+            return torch.tensor(array.item())
         return torch.from_numpy(np.ascontiguousarray(array))
     obj = load_torch_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("latents"), torch.Tensor):
@@ -61,7 +71,10 @@ def load_latents(path: str | os.PathLike, dim: int | None = 512, flag: str = "--
     if latents.is_complex() or latents.dtype == torch.bool:
         raise Toon3dError(f"{path} holds {latents.dtype} values; pass float latents")
     shape = list(latents.shape)
-    width = dim if dim is not None else (shape[-1] if shape else 0)
+    if not shape:
+        raise Toon3dError(f"{path} holds a single number (a 0-d scalar), not latents; "
+                          f"pass an [N,{dim if dim is not None else 'D'}] array")
+    width = dim if dim is not None else shape[-1]
     if latents.dim() == 1:
         latents = latents.unsqueeze(0)
     elif latents.dim() == 3:
