@@ -15,7 +15,7 @@ from toon3d.synth.face_albedo import SEG_BACKGROUND, SEG_EYES, SEG_MOUTH, SEG_NO
 from toon3d.synth.face_fields import image_grid
 from toon3d.synth.face_params import EXPRESSION_NAMES, PARAM_NAMES, PARAM_SPECS, SynFaceParams, face_seeds
 from toon3d.synth.face_parts import EYE_DX, EYE_Y, expression_windows, face_layout
-from toon3d.synth.synface import canonical_face, check_size, render_synface
+from toon3d.synth.synface import SynFaceSettings, canonical_face, check_size, render_synface
 
 torch.set_num_threads(1)
 
@@ -97,6 +97,26 @@ def test_synface_view_depth_matches_mesh_renderer():
     assert err.median() < 5e-4 and torch.quantile(err, 0.9) < 3e-3
     assert torch.all(out["depth"][~hit] == 1.2)
     assert 0.9 < out["depth"][hit].min() and out["depth"][hit].max() < 1.1
+
+
+def test_synface_records_its_pixel_centre_camera():
+    p = SynFaceParams.from_seeds([31, 32, 33])
+    out = render_synface(p, 64)
+    assert out["camera"] == {"fov_deg": 10.0, "rot_center_depth": 1.0, "pixel_offset": 0.0}
+    assert SynFaceSettings().render_settings(64) == RenderSettings(64, pixel_offset=0.0)
+    # Several chunks: tensors are concatenated, the camera is kept once.
+    chunked = render_synface(p, 64, settings=SynFaceSettings(chunk_pixels=64 * 64))
+    assert chunked["camera"] == out["camera"]
+    assert all(torch.equal(chunked[k], out[k]) for k in out if k != "camera")
+    # The recorded offset is the one that reproduces the ground truth; the renderer's default
+    # (0.5, neural_renderer parity) is half a pixel off.
+    errors = {}
+    for offset in (out["camera"]["pixel_offset"], RenderSettings(64).pixel_offset):
+        renderer = Renderer(RenderSettings(64, pixel_offset=offset, anti_aliasing=False))
+        ref = renderer.warp_canon_depth(out["canon_depth"], out["R"], out["t"], out["canon_mask"])
+        both = out["mask"].bool() & (ref < 1.2)
+        errors[offset] = (out["depth"] - ref).abs()[both].median().item()
+    assert errors[0.0] < 1e-4 and errors[0.5] > 10 * errors[0.0]
 
 
 def test_synface_normals_and_segmentation_ground_truth():

@@ -22,6 +22,8 @@ def test_synface_cli_writes_tiny_dataset(tmp_path, capsys):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["format"] == "toon3d-folder" and meta["kind"] == "synface"
     assert meta["size"] == 64 and meta["count"] == 4 and meta["seed"] == 2 and meta["far"] == 1.2
+    # The ground truth's camera: pixel centres (pixel_offset 0, not the renderer's default 0.5).
+    assert meta["pixel_offset"] == 0.0 and meta["fov_deg"] == 10.0 and meta["rot_center_depth"] == 1.0
     assert sorted(os.listdir(out / "images")) == [f"{i:06d}.png" for i in range(4)]
     assert sorted(os.listdir(out / "gt")) == [f"{i:06d}.npz" for i in range(4)]
     assert (out / "contact_sheet.png").is_file()
@@ -39,6 +41,7 @@ def test_synface_cli_writes_tiny_dataset(tmp_path, capsys):
     # the stored face is the one the seed renders
     ref = render_synface(SynFaceParams.from_seeds([labels[1]["seed"]]), 64)
     np.testing.assert_allclose(gt["depth"], ref["depth"][0].numpy(), atol=1e-6)
+    assert {k: meta[k] for k in ref["camera"]} == ref["camera"]
     image = np.asarray(Image.open(out / "images" / "000001.png"))
     ref_u8 = ((ref["image"][0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5 + 0.5).numpy().astype(np.uint8)
     assert np.abs(image.astype(int) - ref_u8.astype(int)).max() <= 1

@@ -28,6 +28,10 @@ from toon3d.synth.heightfield_view import MarchSettings, march_heightfield
 
 MIN_SIZE, MAX_SIZE = 64, 256
 VIEW_BACKGROUND_DEPTH = 1.2  # the renderer's background depth (max_depth + margin)
+ROT_CENTER_DEPTH = 1.0       # poses rotate about (0, 0, 1), the renderer's convention
+# SynFace views sample pixel centres (pixel i at u = i), unlike RenderSettings' default 0.5
+# (neural_renderer parity). Scoring against SynFace ground truth must render with this offset.
+PIXEL_OFFSET = 0.0
 
 
 @dataclass
@@ -40,6 +44,14 @@ class SynFaceSettings:
     # Faces are rendered in chunks of about this many pixels (32 faces at 128 px): smaller
     # chunks pay per-operation overhead, larger ones allocate tens of MB per operation.
     chunk_pixels: int = 1 << 19
+
+    def camera(self) -> dict[str, float]:
+        """The camera of the ground truth: {"fov_deg", "rot_center_depth", "pixel_offset"}."""
+        return {"fov_deg": float(self.fov_deg), "rot_center_depth": ROT_CENTER_DEPTH, "pixel_offset": PIXEL_OFFSET}
+
+    def render_settings(self, size: int) -> RenderSettings:
+        """`RenderSettings` of the toon3d renderer with SynFace's camera (pixel centres, pixel_offset 0)."""
+        return RenderSettings(size, **self.camera())
 
 
 def check_size(size: object) -> int:
@@ -115,15 +127,17 @@ def render_synface(params: SynFaceParams, size: int, device: torch.device | str 
     Returns image [B,3,S,S] in [-1,1]; canonical canon_depth [B,S,S] (~[0.93,1.05], 1.1 off
     the head), albedo [B,3,S,S] in [-1,1], canon_image (shaded) [B,3,S,S], canon_seg,
     canon_mask; view depth [B,S,S] (background 1.2), normal [B,S,S,3] (Unsup3d convention,
-    frontal plane (0,0,1)), seg [B,S,S] uint8, mask [B,S,S] uint8; background, R, t, light.
+    frontal plane (0,0,1)), seg [B,S,S] uint8, mask [B,S,S] uint8; background, R, t, light;
+    and "camera", a plain dict {"fov_deg", "rot_center_depth", "pixel_offset": 0.0}: a renderer
+    compared with this ground truth must use `pixel_offset=out["camera"]["pixel_offset"]`.
     """
     size = check_size(size)
     s = settings or SynFaceSettings()
     chunk = max(1, s.chunk_pixels // (size * size))
     parts = [_render_chunk(params[i:i + chunk], size, device, s) for i in range(0, len(params), chunk)]
-    if len(parts) == 1:
-        return parts[0]
-    return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    out = parts[0] if len(parts) == 1 else {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    out["camera"] = s.camera()
+    return out
 
 
 def _render_chunk(params: SynFaceParams, size: int, device: torch.device | str | None,
@@ -131,13 +145,13 @@ def _render_chunk(params: SynFaceParams, size: int, device: torch.device | str |
     """`render_synface` for one chunk of faces."""
     canon = canonical_face(params, size, device)
     depth_c, mask_c = canon["canon_depth"], canon["canon_mask"]
-    renderer = Renderer(RenderSettings(size, fov_deg=s.fov_deg, pixel_offset=0.0), device=device)
+    renderer = Renderer(s.render_settings(size), device=device)
     light = synface_light(params, device)
     texture, _ = renderer.shade(canon["albedo"], depth_c, light)
     R, t = synface_pose(params, device)
 
     if s.method == "raymarch":
-        depth_v, grid, hit = march_heightfield(depth_c, mask_c, R, t, MarchSettings(fov_deg=s.fov_deg))
+        depth_v, grid, hit = march_heightfield(depth_c, mask_c, R, t, MarchSettings(fov_deg=s.fov_deg, rot_center_depth=ROT_CENTER_DEPTH))
     elif s.method == "mesh":
         depth_v = renderer.warp_canon_depth(depth_c, R, t, mask_c)
         grid = renderer.inverse_warp_grid(depth_v, R, t)

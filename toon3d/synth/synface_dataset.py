@@ -71,8 +71,9 @@ def write_synface_dataset(out: str | os.PathLike, n: int, size: int, seed: int =
         raise Toon3dError(f"batch must be a positive integer, got {batch!r}; pass e.g. --batch 64")
     seeds = face_seeds(n, seed)
     s = settings or SynFaceSettings()
-    meta = {"far": VIEW_BACKGROUND_DEPTH, "canon_far": FAR_CANON, "fov_deg": s.fov_deg, "rot_center_depth": 1.0,
-            "depth_units": "unsup3d", "render_method": s.method, "seg_classes": list(SEG_NAMES),
+    # The camera (fov_deg, rot_center_depth, pixel_offset 0.0 = pixel centres) goes with the data:
+    # scoring against this ground truth needs a Renderer built with the same pixel_offset.
+    meta = {"far": VIEW_BACKGROUND_DEPTH, "canon_far": FAR_CANON, **s.camera(), "depth_units": "unsup3d", "render_method": s.method, "seg_classes": list(SEG_NAMES),
             "params": {k: {"group": g, "low": lo, "high": hi} for k, (g, lo, hi) in PARAM_SPECS.items()}}
     with FolderWriter(out, "synface", size, seed=seed, overwrite=overwrite, created_by=created_by,
                       extra_meta=meta) as writer, \
