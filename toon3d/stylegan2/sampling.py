@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-NOISE_MODES = ("const", "random", "none")
+from toon3d.stylegan2.generator import NOISE_MODES
 
 
 def truncate(w: torch.Tensor, mean: torch.Tensor, psi: float) -> torch.Tensor:
