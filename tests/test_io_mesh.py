@@ -159,3 +159,15 @@ def test_gif_and_mp4(tmp_path):
         write_video(frames, tmp_path / "t.avi", fps=10)
     with pytest.raises(Toon3dError, match="no frames"):
         frames_to_uint8([])
+
+
+def test_write_obj_failure_leaves_no_half_set(tmp_path):
+    mesh = mesh_from_depth(torch.ones(4, 4), torch.zeros(3, 4, 4), intrinsics(4))
+    (tmp_path / "mesh.obj").mkdir()  # the .obj cannot replace a folder: its write fails last
+    with pytest.raises(OSError):
+        write_obj(mesh, tmp_path / "mesh.obj")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.obj"]
+    assert (tmp_path / "mesh.obj").is_dir()
+    (tmp_path / "mesh.obj").rmdir()
+    assert write_obj(mesh, tmp_path / "mesh.obj")[0].is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.mtl", "mesh.obj", "mesh.png"]

@@ -85,24 +85,36 @@ def _texture_image(mesh: TexturedMesh) -> Image.Image:
 
 
 def write_obj(mesh: TexturedMesh, obj_path: str | os.PathLike) -> tuple[Path, Path, Path]:
-    """Write `name.obj`, `name.mtl` and `name.png` (the texture) side by side, each atomically."""
+    """Write `name.obj`, `name.mtl` and `name.png` (the texture) side by side, as a set.
+
+    Each file is written atomically and the .obj last; when any of them fails, the .png/.mtl
+    this call already wrote are removed, so no half set is left.
+    """
     obj_path = Path(obj_path)
     if obj_path.suffix.lower() != ".obj":
         raise Toon3dError(f"{obj_path}: a mesh path must end in .obj")
     mtl_path, png_path = obj_path.with_suffix(".mtl"), obj_path.with_suffix(".png")
     name = obj_path.stem
-    with atomic_file(png_path) as tmp:
-        _texture_image(mesh).save(tmp, format="PNG")
-    with atomic_file(mtl_path) as tmp:
-        tmp.write_text(f"newmtl {name}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
-                       f"d 1.0\nillum 1\nmap_Kd {png_path.name}\n")
-    lines = [f"mtllib {mtl_path.name}", f"usemtl {name}"]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.vertices.tolist()]
-    lines += [f"vt {s:.6f} {t:.6f}" for s, t in mesh.uvs.tolist()]
-    lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.normals.tolist()]
-    lines += ["f " + " ".join(f"{i}/{i}/{i}" for i in face) for face in (mesh.faces + 1).tolist()]
-    with atomic_file(obj_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    written: list[Path] = []
+    try:
+        with atomic_file(png_path) as tmp:
+            _texture_image(mesh).save(tmp, format="PNG")
+        written.append(png_path)
+        with atomic_file(mtl_path) as tmp:
+            tmp.write_text(f"newmtl {name}\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
+                           f"d 1.0\nillum 1\nmap_Kd {png_path.name}\n")
+        written.append(mtl_path)
+        lines = [f"mtllib {mtl_path.name}", f"usemtl {name}"]
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.vertices.tolist()]
+        lines += [f"vt {s:.6f} {t:.6f}" for s, t in mesh.uvs.tolist()]
+        lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.normals.tolist()]
+        lines += ["f " + " ".join(f"{i}/{i}/{i}" for i in face) for face in (mesh.faces + 1).tolist()]
+        with atomic_file(obj_path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return obj_path, mtl_path, png_path
 
 
