@@ -179,3 +179,13 @@ def test_out_may_not_hold_or_sit_inside_the_source(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert match in err and "choose another --out" in err and "\n" not in err
     assert sorted(p.name for p in src.iterdir()) == ["a.png"]
+
+
+def test_list_files_skips_hidden_files_and_folders(tmp_path):
+    from toon3d.data.prepare import list_files
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / ".git").mkdir()
+    for rel in ["b/2.png", "a.png", ".toon3d-output", ".git/x.png", "b/.DS_Store"]:
+        (tmp_path / rel).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_files(tmp_path)] == ["a.png", "b/2.png"]

@@ -63,8 +63,12 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def list_files(folder: Path) -> list[Path]:
-    """Every regular file under `folder`, recursively, sorted by relative path (a stable order)."""
-    files = [p for p in folder.rglob("*") if p.is_file()]
+    """Every regular, non-hidden file under `folder`, recursively, sorted by relative path.
+
+    Hidden files and folders (`.DS_Store`, `.toon3d-output` markers, `.git`) are not data.
+    """
+    files = [p for p in folder.rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
