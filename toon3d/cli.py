@@ -23,12 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"toon3d.commands.{name}")
-        except ModuleNotFoundError as err:  # during development a command module may not exist yet
-            if err.name != f"toon3d.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"toon3d.commands.{name}")
         module.register(sub)
     return parser
 

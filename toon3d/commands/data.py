@@ -17,11 +17,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="make SynFace / cartoon datasets, prepare image folders")
     sub = parser.add_subparsers(dest="data_command", metavar="DATASET")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"toon3d.commands.{name}")
-        except ModuleNotFoundError as err:  # during development a module may not exist yet
-            if err.name != f"toon3d.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"toon3d.commands.{name}")
         module.register(sub)
     parser.set_defaults(func=lambda args: parser.print_help() or 1)
