@@ -337,19 +337,25 @@ def load_generator(path: str | os.PathLike, overrides: ArchOverrides | None = No
     return LoadedGenerator(generator, mean, config, str(path), mean_source, entry, meta)
 
 
+def _toon3d_model(path: Path, kind: str, what: str, cls: type, overrides: ArchOverrides | None):
+    """A toon3d .safetensors file of `kind`, with its `what` config checked against `cls` and the user's flags."""
+    model = load_model_file(path)
+    if model.config.get("kind") != kind or not isinstance(model.config.get(what), dict):
+        raise Toon3dError(f"{path.name} is a toon3d model of kind {model.config.get('kind')!r}, not a {what}; "
+                          f"pass a {what} file")
+    config = model_config(cls, model.config[what], path.name, what)
+    if overrides is not None:
+        check_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, what)
+    return model, config
+
+
 def load_discriminator(path: str | os.PathLike, overrides: ArchOverrides | None = None) -> nn.Module:
     """Load the `d` entry of a rosinality training checkpoint (or a toon3d .safetensors D) as our Discriminator (CPU)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        model = load_model_file(path)
-        if model.config.get("kind") != DISCRIMINATOR_KIND or not isinstance(model.config.get("discriminator"), dict):
-            raise Toon3dError(f"{path.name} is a toon3d model of kind {model.config.get('kind')!r}, not a "
-                              "discriminator; pass a discriminator file")
         from toon3d.stylegan2.discriminator import Discriminator
 
-        config = model_config(Discriminator, model.config["discriminator"], path.name, "discriminator")
-        if overrides is not None:
-            check_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "discriminator")
+        model, config = _toon3d_model(path, DISCRIMINATOR_KIND, "discriminator", Discriminator, overrides)
         discriminator = Discriminator(**config)
         discriminator.load_state_dict(_complete_state(discriminator, model.state_dict, path.name, "discriminator"),
                                       strict=True)
@@ -375,15 +381,9 @@ def save_generator(path: str | os.PathLike, generator: nn.Module, mean_latent: t
 
 def _load_generator_file(path: Path, overrides: ArchOverrides | None,
                          truncation_mean_samples: int | None) -> LoadedGenerator:
-    model = load_model_file(path)
-    if model.config.get("kind") != GENERATOR_KIND or not isinstance(model.config.get("generator"), dict):
-        raise Toon3dError(f"{path.name} is a toon3d model of kind {model.config.get('kind')!r}, not a generator; "
-                          "pass a generator file")
     from toon3d.stylegan2.generator import Generator
 
-    config = model_config(Generator, model.config["generator"], path.name, "generator")
-    if overrides is not None:
-        check_overrides({k: config[k] for k in _FLAGS if k in config}, overrides, path.name, "generator")
+    model, config = _toon3d_model(path, GENERATOR_KIND, "generator", Generator, overrides)
     state = {k[2:]: v for k, v in model.state_dict.items() if k.startswith("g.")}
     generator = generator_from_state(state, None, path.name, config=config)
     mean, mean_source = _mean_latent(generator, config["style_dim"], model.state_dict.get("latent_avg"),
