@@ -75,3 +75,18 @@ def test_atomic_dir_refuses_out_holding_or_inside_an_input(tmp_path):
     with atomic_dir(tmp_path / "fresh", inputs=[src, ckpt, None]) as tmp:
         (tmp / "ok").write_text("1")
     check_inputs(tmp_path / "fresh", [src, ckpt])  # siblings are fine
+
+
+def test_check_output_dir_refuses_before_any_work(tmp_path):
+    from toon3d.io.atomic import check_output_dir
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("user data")
+    with pytest.raises(Toon3dError, match="not empty"):
+        check_output_dir(tmp_path / "out")
+    with pytest.raises(Toon3dError, match="not written by toon3d"):
+        check_output_dir(tmp_path / "out", overwrite=True)
+    with pytest.raises(Toon3dError, match="contains the input"):
+        check_output_dir(tmp_path, inputs=[tmp_path / "out" / "mine.txt"])
+    check_output_dir(tmp_path / "new", inputs=[None])
+    assert (tmp_path / "out" / "mine.txt").read_text() == "user data"

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from toon3d.devices import resolve_device
     from toon3d.errors import Toon3dError
-    from toon3d.io.atomic import atomic_dir
+    from toon3d.io.atomic import atomic_dir, check_output_dir
     from toon3d.io.depth_maps import save_depth16_png, save_depth_png, save_normal_png
     from toon3d.io.images import make_grid, save_png
     from toon3d.io.mesh import mesh_from_depth, write_glb, write_obj
@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from toon3d.shape.camera import normals_from_depth
     from toon3d.shape.renderer import Renderer, RenderSettings, turntable_views
 
+    inputs = [args.depth, args.albedo, args.mask]
+    check_output_dir(args.out, args.overwrite, inputs)  # fail before the turntable, not after it
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     unknown = sorted(set(formats) - set(VIDEO_FORMATS))
     if unknown:
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             frames.extend(image.cpu())
     frames_u8 = frames_to_uint8(frames)
     sheet_idx = [round(i * len(frames) / min(12, len(frames))) for i in range(min(12, len(frames)))]
-    with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.depth, args.albedo, args.mask]) as out:
+    with atomic_dir(args.out, overwrite=args.overwrite, inputs=inputs) as out:
         mesh = mesh_from_depth(depth, texture[0].cpu(), renderer.K.cpu())
         write_obj(mesh, out / "mesh.obj")
         write_glb(mesh, out / "mesh.glb")

@@ -67,15 +67,9 @@ def _replaceable(folder: Path) -> bool:
     return (folder / OUTPUT_MARKER).is_file() or not any(folder.iterdir())
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
-               inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path`, on error it is removed.
-
-    An existing non-empty `path` is an error unless `overwrite` is set, and even then only a folder
-    toon3d wrote (marked with `OUTPUT_MARKER`) is replaced. `inputs` are the paths the command
-    reads: `path` may not be, contain or lie inside any of them.
-    """
+def check_output_dir(path: str | os.PathLike, overwrite: bool = False,
+                     inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """The checks `atomic_dir` makes before writing; call it early to fail before long work."""
     final = Path(path)
     check_inputs(final, inputs)
     if final.exists() and not final.is_dir():
@@ -86,6 +80,19 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
         if not _replaceable(final):
             raise Toon3dError(f"{final} exists and was not written by toon3d; remove it yourself or choose another --out")
     _check_parent(final)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
+               inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path`, on error it is removed.
+
+    An existing non-empty `path` is an error unless `overwrite` is set, and even then only a folder
+    toon3d wrote (marked with `OUTPUT_MARKER`) is replaced. `inputs` are the paths the command
+    reads: `path` may not be, contain or lie inside any of them.
+    """
+    final = Path(path)
+    check_output_dir(final, overwrite, inputs)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 folders
     try:
