@@ -217,6 +217,23 @@ class Generator(nn.Module):
                 features[r] = torch.cat([f[r] for f in per_sample], 0)
         return torch.cat(images, 0)
 
+    def block_features(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], until: int) -> dict[int, torch.Tensor]:
+        """Block outputs {res: [B,C,res,res]} for res 4..until (as ``synthesis`` taps them), without ToRGB.
+
+        ws [B,n_latent,style_dim] W+ codes, noise a full list of num_layers maps; the blocks above
+        ``until`` are not run (the structure loss needs only the low resolutions).
+        """
+        if until not in self.resolutions:
+            raise ValueError(f"until must be one of {self.resolutions}, got {until}")
+        out = self.conv1(self.input(ws.shape[0]), ws[:, 0], noise[0])
+        feats = {4: out}
+        for k in range(1, int(math.log2(until)) - 1):
+            i = 2 * (k - 1)
+            out = self.convs[i](out, ws[:, i + 1], noise[i + 1])
+            out = self.convs[i + 1](out, ws[:, i + 2], noise[i + 2])
+            feats[2 ** (k + 2)] = out
+        return feats
+
     # ---- reference-compatible forward ---------------------------------------------------
     def styles_to_latent(self, styles: Sequence[torch.Tensor], inject_index: int | None = None,
                          generator: torch.Generator | None = None) -> torch.Tensor:

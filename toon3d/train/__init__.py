@@ -1,0 +1,1 @@
+"""Training: SynFace decoder pretraining, adversarial StyleGAN2 training, cartoon fine-tuning."""

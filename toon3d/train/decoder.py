@@ -1,0 +1,276 @@
+"""Regression pretraining of a StyleGAN2 generator as a SynFace decoder (the CPU recipe).
+
+Adversarial training from scratch is out of reach on 2 CPU cores (REFERENCE §14). SynFace is
+a deterministic function of its parameters, so the base generator first learns
+G(z) ≈ render(params_from_latent(z)): random z then gives random SynFace faces and the
+latent space carries pose, light, identity and expression. A short adversarial phase
+(`toon3d train --init`) sharpens it afterwards and gives the discriminator that
+fine-tuning needs.
+
+Losses (all on [-1,1] images): a pixel L1 weighted up on the small parts that carry
+expression and identity (eyes, brows, mouth, nose), an L1 on image gradients (edges), and
+L1 on 2x/4x downsampled images (coarse layout). Each iteration's latents and noise come
+from a generator seeded by (seed, iteration), so a resumed run repeats exactly the batches
+an uninterrupted run would draw.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from toon3d.errors import Toon3dError
+from toon3d.synth.face_albedo import SEG_NAMES
+from toon3d.synth.latent_params import params_from_latent
+from toon3d.synth.synface import render_synface
+
+# Segmentation classes whose pixels count `region_weight` times (small parts that carry
+# identity and expression; at 64 px an eye is ~4 pixels tall).
+REGION_CLASSES = ("brows", "eyes", "nose", "lips/mouth", "glasses")
+EVAL_SEED = 2**31 - 7  # held-out latents, never drawn by training (training seeds are < 2^31 - 1000)
+
+
+@dataclass
+class DecoderConfig:
+    """Settings of a SynFace regression run (defaults: the shipped base model's recipe)."""
+
+    size: int = 64
+    generator: dict = field(default_factory=lambda: {"style_dim": 512, "n_mlp": 4, "channel_multiplier": 2,
+                                                     "channel_max": 64})
+    batch: int = 16
+    iters: int = 20000
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.9, 0.99)
+    mapping_lr_mult: float = 10.0   # a faster mapping network learned fine features sooner in the probe
+    ema_decay: float = 0.999
+    region_weight: float = 6.0
+    edge_weight: float = 1.0
+    coarse_weight: float = 1.0
+    noise_mode: str = "random"
+    seed: int = 0
+    eval_count: int = 128
+    eval_every: int = 250
+    ckpt_every: int = 250
+    sample_every: int = 500
+
+    def check(self) -> None:
+        """Raise a one-line Toon3dError on impossible settings."""
+        if self.size not in (32, 64, 128, 256):
+            raise Toon3dError(f"decoder size must be 32, 64, 128 or 256, got {self.size}")
+        if self.batch < 1 or self.iters < 1:
+            raise Toon3dError(f"batch and iters must be positive, got batch {self.batch}, iters {self.iters}")
+        if self.generator.get("style_dim", 512) < 56:
+            raise Toon3dError("style_dim must be at least 56 (one latent dimension per SynFace parameter)")
+
+
+def iteration_rng(seed: int, iteration: int) -> torch.Generator:
+    """The generator that draws iteration `iteration`'s latents and noise (same on resume)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + iteration) % (2**63 - 1))
+
+
+def synface_targets(z: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render the faces of latents z [B,D]: images [B,3,S,S] in [-1,1], seg [B,S,S] uint8.
+
+    Sizes below SynFace's 64 px minimum render at 64 and are area-downsampled.
+    """
+    render_size = max(size, 64)
+    out = render_synface(params_from_latent(z), render_size)
+    image, seg = out["image"], out["seg"]
+    if render_size != size:
+        image = F.adaptive_avg_pool2d(image, size)
+        seg = F.interpolate(seg[:, None].float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
+    return image, seg
+
+
+def region_weights(seg: torch.Tensor, weight: float) -> torch.Tensor:
+    """seg [B,S,S] -> per-pixel weights [B,1,S,S]: 1 + weight on (dilated) REGION_CLASSES."""
+    ids = torch.tensor([SEG_NAMES.index(c) for c in REGION_CLASSES], device=seg.device)
+    region = torch.isin(seg.long(), ids).float()[:, None]
+    region = F.max_pool2d(region, 3, 1, 1)  # a 1-px margin: the generator's parts may sit a pixel off
+    return 1.0 + weight * region
+
+
+def _grad_xy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def decoder_loss(fake: torch.Tensor, target: torch.Tensor, seg: torch.Tensor,
+                 cfg: DecoderConfig) -> dict[str, torch.Tensor]:
+    """Regression losses for fake/target [B,3,S,S] in [-1,1] and seg [B,S,S] -> {"total", "l1", "edge", "coarse"}."""
+    w = region_weights(seg, cfg.region_weight)
+    l1 = ((fake - target).abs() * w).mean()
+    fx, fy = _grad_xy(fake)
+    tx, ty = _grad_xy(target)
+    edge = ((fx - tx).abs() * w[..., :, 1:]).mean() + ((fy - ty).abs() * w[..., 1:, :]).mean()
+    coarse = sum(F.l1_loss(F.avg_pool2d(fake, k), F.avg_pool2d(target, k)) for k in (2, 4))
+    total = l1 + cfg.edge_weight * edge + cfg.coarse_weight * coarse
+    return {"total": total, "l1": l1.detach(), "edge": edge.detach(), "coarse": coarse.detach()}
+
+
+def build_generator(cfg: DecoderConfig, seed: int):
+    """A fresh Generator of cfg's architecture, weights from `seed`."""
+    from toon3d.stylegan2.generator import Generator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Generator(cfg.size, **cfg.generator)
+
+
+def make_optimizer(g: torch.nn.Module, cfg: DecoderConfig) -> torch.optim.Optimizer:
+    """Adam with the mapping network's learning rate multiplied by cfg.mapping_lr_mult."""
+    mapping = [p for n, p in g.named_parameters() if n.startswith("style.")]
+    synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
+    return torch.optim.Adam([{"params": synthesis, "lr": cfg.lr},
+                             {"params": mapping, "lr": cfg.lr * cfg.mapping_lr_mult}], betas=tuple(cfg.betas))
+
+
+@torch.no_grad()
+def evaluate(g: torch.nn.Module, cfg: DecoderConfig, count: int | None = None) -> dict[str, float]:
+    """Held-out L1 on [-1,1] (overall and per SynFace segment class) over latents of EVAL_SEED."""
+    count = count or cfg.eval_count
+    gen = torch.Generator().manual_seed(EVAL_SEED)
+    z = torch.randn(count, g.style_dim, generator=gen)
+    target, seg = synface_targets(z, cfg.size)
+    was_training = g.training
+    g.eval()
+    fake = torch.cat([g([z[i:i + 32]], randomize_noise=False)[0] for i in range(0, count, 32)])
+    g.train(was_training)
+    err = (fake - target).abs().mean(1)
+    out = {"l1": float(err.mean())}
+    for k, name in enumerate(SEG_NAMES):
+        m = seg == k
+        if m.any():
+            out[f"l1_{name.replace('/', '_')}"] = float(err[m].mean())
+    return out
+
+
+class DecoderRun:
+    """One regression run in a folder: config.json, state.pt (atomic, resumable), tb/, samples/."""
+
+    def __init__(self, run_dir: str | Path, cfg: DecoderConfig, device: torch.device | str = "cpu"):
+        cfg.check()
+        self.dir = Path(run_dir)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.g = build_generator(cfg, cfg.seed).to(self.device)
+        self.g_ema = copy.deepcopy(self.g).eval()
+        self.opt = make_optimizer(self.g, cfg)
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+
+    # ---- persistence --------------------------------------------------------------------
+    def state_path(self) -> Path:
+        return self.dir / "state.pt"
+
+    def save(self) -> None:
+        """Write everything a resume needs, atomically."""
+        from toon3d.io.checkpoint import save_training_state
+
+        save_training_state(self.state_path(), {
+            "kind": "toon3d-decoder-run", "config": json.dumps(asdict(self.cfg), sort_keys=True),
+            "g": self.g.state_dict(), "g_ema": self.g_ema.state_dict(), "opt": self.opt.state_dict(),
+            "iteration": self.iteration, "history": json.dumps(self.history),
+            "train_seconds": self.train_seconds})
+
+    def load(self) -> None:
+        """Restore from state.pt; a run folder of another config is a one-line error."""
+        from toon3d.io.checkpoint import load_training_state
+
+        state = load_training_state(self.state_path())
+        if state.get("kind") != "toon3d-decoder-run":
+            raise Toon3dError(f"{self.state_path()} is not a decoder run state; pass the folder of a decoder run")
+        saved = json.loads(state["config"])
+        mine = json.loads(json.dumps(asdict(self.cfg), sort_keys=True))
+        differ = sorted(k for k in set(saved) | set(mine)
+                        if saved.get(k) != mine.get(k) and k not in ("iters", "eval_every", "ckpt_every",
+                                                                     "sample_every"))
+        if differ:
+            raise Toon3dError(f"{self.dir} was started with other settings ({', '.join(differ)}); "
+                              "resume with the same settings or use a new --out")
+        self.g.load_state_dict(state["g"])
+        self.g_ema.load_state_dict(state["g_ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.iteration = int(state["iteration"])
+        self.history = json.loads(state["history"])
+        self.train_seconds = float(state["train_seconds"])
+
+    # ---- training -----------------------------------------------------------------------
+    def step(self) -> dict[str, torch.Tensor]:
+        """One optimisation step on iteration `self.iteration`'s batch."""
+        from toon3d.stylegan2.losses import ema_update
+
+        rng = iteration_rng(self.cfg.seed, self.iteration)
+        z = torch.randn(self.cfg.batch, self.g.style_dim, generator=rng)
+        target, seg = synface_targets(z, self.cfg.size)
+        noise = None
+        if self.cfg.noise_mode == "random":
+            noise = [torch.randn(self.cfg.batch, 1, *b.shape[2:], generator=rng).to(self.device)
+                     for b in self.g.noise_buffers()]
+        ws = self.g.styles_to_latent([self.g.mapping(z.to(self.device))])
+        fake = self.g.synthesis(ws, noise_mode="none" if noise is None else "const", noise=noise)
+        losses = decoder_loss(fake, target.to(self.device), seg.to(self.device), self.cfg)
+        self.opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.opt.step()
+        ema_update(self.g_ema, self.g, self.cfg.ema_decay)
+        self.iteration += 1
+        return losses
+
+    def train(self, until: int | None = None, log=None, progress: bool = True) -> None:
+        """Train to iteration `until` (default cfg.iters), checkpointing every cfg.ckpt_every."""
+        from tqdm import tqdm
+
+        until = self.cfg.iters if until is None else until
+        bar = tqdm(total=until, initial=self.iteration, disable=not progress, desc="decoder", dynamic_ncols=True)
+        while self.iteration < until:
+            t0 = time.perf_counter()
+            losses = self.step()
+            self.train_seconds += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(l1=f"{losses['l1'].item():.4f}")
+            it = self.iteration
+            if log is not None:
+                log.scalars(it, {f"train/{k}": v.item() for k, v in losses.items()})
+            if it % self.cfg.eval_every == 0 or it == until:
+                figures = evaluate(self.g_ema, self.cfg)
+                figures.update(iteration=it, train_minutes=round(self.train_seconds / 60, 2))
+                self.history.append(figures)
+                if log is not None:
+                    log.scalars(it, {f"eval/{k}": v for k, v in figures.items() if k.startswith("l1")})
+            if log is not None and (it % self.cfg.sample_every == 0 or it == until):
+                log.images(it, "samples", sample_grid(self.g_ema, self.cfg))
+            if it % self.cfg.ckpt_every == 0 or it == until:
+                self.save()
+        bar.close()
+
+
+@torch.no_grad()
+def sample_grid(g: torch.nn.Module, cfg: DecoderConfig, n: int = 8) -> torch.Tensor:
+    """Held-out targets (top row) over G's reconstructions (bottom row): [3,H,W] in [-1,1]."""
+    from toon3d.io.images import make_grid
+
+    gen = torch.Generator().manual_seed(EVAL_SEED)
+    z = torch.randn(n, g.style_dim, generator=gen)
+    target, _ = synface_targets(z, cfg.size)
+    fake = g([z], randomize_noise=False)[0].clamp(-1, 1)
+    return make_grid(torch.cat([target, fake.cpu()]), nrow=n)
+
+
+
+def export_generator(run: DecoderRun, path: str | Path, command: str) -> Path:
+    """Write the run's EMA generator (with a 4096-sample mean latent) as a toon3d .safetensors file."""
+    from toon3d.stylegan2.checkpoints import MEAN_LATENT_SAMPLES, MEAN_LATENT_SEED, save_generator
+
+    g = copy.deepcopy(run.g_ema).cpu().eval()
+    mean = g.mean_latent(MEAN_LATENT_SAMPLES, generator=torch.Generator().manual_seed(MEAN_LATENT_SEED))
+    meta = {"recipe": "synface-decoder", "iteration": run.iteration, "command": command,
+            "train_minutes": round(run.train_seconds / 60, 2), "config": asdict(run.cfg),
+            "heldout": run.history[-1] if run.history else {}}
+    return save_generator(path, g, mean, meta)
