@@ -171,6 +171,11 @@ def builtin_generator_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.safetensors"
 
 
+def builtin_discriminator_path(name: str) -> Path:
+    """Where the shipped discriminator of built-in generator `name` goes (fine-tuning starts from it)."""
+    return WEIGHTS_DIR / f"{name}_d.safetensors"
+
+
 def untrained_generator(name: str = DEFAULT_GENERATOR, truncation_mean_samples: int | None = None):
     """The seeded random stand-in for built-in generator `name` (architecture DEFAULT_GENERATOR_CONFIG, CPU)."""
     from toon3d.stylegan2.checkpoints import MEAN_LATENT_SAMPLES, MEAN_LATENT_SEED, LoadedGenerator
