@@ -336,10 +336,22 @@ class GanTrainer:
             "iteration": self.iteration, "train_seconds": self.train_seconds,
         }
 
+    def check_sync(self) -> None:
+        """With several processes: G, D and G_ema must be identical on every rank, else a Toon3dError."""
+        if self.world == 1:
+            return
+        sums = torch.stack([torch.stack([p.detach().double().sum() for p in m.parameters()]).sum()
+                            for m in (self.g, self.d, self.g_ema)]).cpu()
+        gathered = self._gather(sums)
+        if any(not torch.equal(gathered[0], other) for other in gathered[1:]):
+            raise Toon3dError(f"training processes diverged at iteration {self.iteration} (parameter sums "
+                              f"{[t.tolist() for t in gathered]}); report this with the run's config.json")
+
     def save(self) -> None:
-        """Write state.pt atomically (rank 0; every rank takes part in the gathers)."""
+        """Write state.pt atomically (rank 0; every rank takes part in the gathers) after checking the ranks agree."""
         from toon3d.io.checkpoint import save_training_state
 
+        self.check_sync()
         state = self.state()
         if self.rank == 0:
             save_training_state(self.state_path(), state)
