@@ -13,7 +13,7 @@ import sys
 
 from toon3d.errors import Toon3dError
 
-COMMANDS = ["generate", "render", "data"]
+COMMANDS = ["generate", "render", "data", "train-decoder", "train", "finetune", "blend"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"toon3d.commands.{name}")
+        module = importlib.import_module(f"toon3d.commands.{name.replace('-', '_')}")
         module.register(sub)
     return parser
 

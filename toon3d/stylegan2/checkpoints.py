@@ -5,7 +5,10 @@ Accepted inputs:
     `latent_avg`, `args`, `g_optim`, `d_optim`, `ada_aug_p` (`g_ema` is preferred over `g`);
   - a bare generator state dict (keys `style.1.weight`, ...);
   - either of these saved from `nn.DataParallel` (keys prefixed `module.`);
-  - a toon3d generator file (`.safetensors`, written by `save_generator`).
+  - a toon3d generator file (`.safetensors`, written by `save_generator`), or a toon3d
+    feature-injection file (kind `feature-injection`: both generators of a seed-code model
+    interpolation, see `toon3d.stylegan2.blend`), loaded as a `FeatureInjectionGenerator` whose
+    `LoadedGenerator.config` is the shared architecture plus `"kind": "feature-injection"`.
 
 The architecture is read from the tensor shapes (size from the number of ToRGB layers,
 n_mlp from the mapping layers, style_dim from `style.1.weight`, channel multiplier and cap
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 
 from toon3d.errors import Toon3dError
-from toon3d.io.checkpoint import load_model_file, load_torch_checkpoint, save_model
+from toon3d.io.checkpoint import ModelFile, load_model_file, load_torch_checkpoint, save_model
 from toon3d.stylegan2.generator import stylegan2_channels
 
 MEAN_LATENT_SEED = 0
@@ -41,6 +44,7 @@ MEAN_LATENT_SAMPLES = 4096
 NOISE_FILL_SEED = 0
 GENERATOR_KIND = "stylegan2-generator"
 DISCRIMINATOR_KIND = "stylegan2-discriminator"
+FEATURE_INJECTION_KIND = "feature-injection"
 
 _MAX_SIZE = 1024
 
@@ -337,9 +341,11 @@ def load_generator(path: str | os.PathLike, overrides: ArchOverrides | None = No
     return LoadedGenerator(generator, mean, config, str(path), mean_source, entry, meta)
 
 
-def _toon3d_model(path: Path, kind: str, what: str, cls: type, overrides: ArchOverrides | None):
-    """A toon3d .safetensors file of `kind`, with its `what` config checked against `cls` and the user's flags."""
-    model = load_model_file(path)
+def _toon3d_model(path: Path, kind: str, what: str, cls: type, overrides: ArchOverrides | None,
+                  model: ModelFile | None = None):
+    """A toon3d .safetensors file of `kind` (read unless `model` is given), with its `what` config checked
+    against `cls` and the user's flags."""
+    model = model if model is not None else load_model_file(path)
     if model.config.get("kind") != kind or not isinstance(model.config.get(what), dict):
         raise Toon3dError(f"{path.name} is a toon3d model of kind {model.config.get('kind')!r}, not a {what}; "
                           f"pass a {what} file")
@@ -372,7 +378,13 @@ def load_discriminator(path: str | os.PathLike, overrides: ArchOverrides | None 
 
 def save_generator(path: str | os.PathLike, generator: nn.Module, mean_latent: torch.Tensor,
                    meta: dict | None = None) -> Path:
-    """Write a generator (state dict + `latent_avg` [style_dim]) as one toon3d safetensors file, atomically."""
+    """Write a generator (state dict + `latent_avg` [style_dim]) as one toon3d safetensors file, atomically.
+
+    A FeatureInjectionGenerator is written as a feature-injection file (both halves)."""
+    from toon3d.stylegan2.blend import FeatureInjectionGenerator
+
+    if isinstance(generator, FeatureInjectionGenerator):
+        return _save_feature_injection(path, generator, mean_latent, meta)
     state = {f"g.{k}": v for k, v in generator.state_dict().items()}
     state["latent_avg"] = mean_latent.detach().reshape(-1)
     config = {"kind": GENERATOR_KIND, "generator": dict(generator.config)}
@@ -383,12 +395,48 @@ def _load_generator_file(path: Path, overrides: ArchOverrides | None,
                          truncation_mean_samples: int | None) -> LoadedGenerator:
     from toon3d.stylegan2.generator import Generator
 
-    model, config = _toon3d_model(path, GENERATOR_KIND, "generator", Generator, overrides)
+    model = load_model_file(path)
+    if model.config.get("kind") == FEATURE_INJECTION_KIND:
+        return _load_feature_injection_file(path, model, overrides, truncation_mean_samples)
+    model, config = _toon3d_model(path, GENERATOR_KIND, "generator", Generator, overrides, model)
     state = {k[2:]: v for k, v in model.state_dict.items() if k.startswith("g.")}
     generator = generator_from_state(state, None, path.name, config=config)
     mean, mean_source = _mean_latent(generator, config["style_dim"], model.state_dict.get("latent_avg"),
                                      truncation_mean_samples, path.name)
     return LoadedGenerator(generator, mean, dict(generator.config), str(path), mean_source, "file", model.meta)
+
+
+def _save_feature_injection(path: str | os.PathLike, generator: nn.Module, mean_latent: torch.Tensor,
+                            meta: dict | None) -> Path:
+    """Both halves (`low.*` = base, `high.*` = style), `latent_avg`, the architecture and the injection settings."""
+    state = {f"{side}.{k}": v for side in ("low", "high") for k, v in getattr(generator, side).state_dict().items()}
+    state["latent_avg"] = mean_latent.detach().reshape(-1)
+    config = {"kind": FEATURE_INJECTION_KIND, "generator": dict(generator.config), "injection": generator.injection}
+    return save_model(path, state, config, meta)
+
+
+def _load_feature_injection_file(path: Path, model: ModelFile, overrides: ArchOverrides | None,
+                                 truncation_mean_samples: int | None) -> LoadedGenerator:
+    from toon3d.stylegan2.blend import FeatureInjectionGenerator
+    from toon3d.stylegan2.generator import Generator
+
+    model, config = _toon3d_model(path, FEATURE_INJECTION_KIND, "generator", Generator, overrides, model)
+    injection = model.config.get("injection")
+    if not isinstance(injection, dict) or set(injection) != {"resolution", "mapping_from", "noise_from"}:
+        raise Toon3dError(f"{path.name}: the feature-injection settings are missing or damaged; "
+                          "write the file again with toon3d blend --mode inject")
+    halves = {side: generator_from_state({k[len(side) + 1:]: v for k, v in model.state_dict.items()
+                                          if k.startswith(side + ".")}, None, f"{path.name} ({side})", config=config)
+              for side in ("low", "high")}
+    try:
+        generator = FeatureInjectionGenerator(halves["low"], halves["high"], **injection).eval()
+    except (Toon3dError, TypeError) as err:
+        raise Toon3dError(f"{path.name}: bad feature-injection settings ({err}); "
+                          "write the file again with toon3d blend --mode inject") from None
+    mean, mean_source = _mean_latent(generator, config["style_dim"], model.state_dict.get("latent_avg"),
+                                     truncation_mean_samples, path.name)
+    return LoadedGenerator(generator, mean, dict(generator.config, kind=FEATURE_INJECTION_KIND), str(path),
+                           mean_source, "file", model.meta)
 
 
 def save_discriminator(path: str | os.PathLike, discriminator: nn.Module, meta: dict | None = None) -> Path:
