@@ -83,7 +83,7 @@ def test_default_generator_is_seeded_and_leaves_global_rng_alone(monkeypatch: py
     for key, value in a.generator.state_dict().items():
         assert torch.equal(value, b.generator.state_dict()[key]), key
     assert torch.equal(a.mean_latent, b.mean_latent)
-    cartoon = default_generator("cartoon")
+    cartoon = default_generator("cartoon", blend=False)
     assert not torch.equal(cartoon.generator.state_dict()["style.1.weight"], a.generator.state_dict()["style.1.weight"])
     w = a.mean_latent.unsqueeze(1).repeat(1, a.generator.n_latent, 1)
     with torch.no_grad():
@@ -147,3 +147,27 @@ def test_untrained_stand_in_names_itself():
 
     loaded = untrained_generator(DEFAULT_GENERATOR, truncation_mean_samples=8)
     assert loaded.source.startswith(f"builtin:{DEFAULT_GENERATOR} (untrained")
+
+
+def test_builtin_styles_are_blended_with_base_unless_no_blend(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    from toon3d.stylegan2.generator import Generator
+
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
+    torch.manual_seed(1)
+    base, style = Generator(**DEFAULT_GENERATOR_CONFIG), Generator(**DEFAULT_GENERATOR_CONFIG)
+    save_generator(tmp_path / "base.safetensors", base, torch.zeros(1, 512))
+    save_generator(tmp_path / "cartoon.safetensors", style, torch.ones(1, 512),
+                   meta={"blend": {"swap_resolution": 8}})
+    blended = resolve_generator("cartoon").generator.state_dict()
+    raw = resolve_generator("cartoon", blend=False).generator.state_dict()
+    b, s = base.state_dict(), style.state_dict()
+    # swap at 8 (stored in the file's meta): 4x4 and 8x8 layers and the mapping from base, the rest from the style
+    for key in ("conv1.conv.weight", "convs.1.conv.weight", "to_rgbs.0.bias", "style.1.weight"):
+        assert torch.equal(blended[key], b[key]), key
+    for key in ("convs.2.conv.weight", "to_rgbs.3.bias"):
+        assert torch.equal(blended[key], s[key]), key
+    assert all(torch.equal(raw[k], s[k]) for k in s)
+    assert resolve_generator("cartoon").mean_latent.abs().sum() == 0  # base's latent_avg (mapping from base)
+    with pytest.raises(Toon3dError, match="unknown built-in generator"):
+        models.default_generator("disney")

@@ -33,7 +33,13 @@ MODELS_ENV = "TOON3D_MODELS"
 DEFAULT_GENERATOR_CONFIG = {"size": 64, "style_dim": 512, "n_mlp": 4, "channel_multiplier": 2,
                             "channel_max": 64}
 # Seeds of the untrained stand-ins, one per built-in name.
-UNTRAINED_SEEDS = {"base": 0, "cartoon": 1}
+UNTRAINED_SEEDS = {"base": 0, "cartoon": 1, "toon": 2}
+# The built-in styles: fine-tuned from base, used as the paper uses them, i.e. blended with base
+# (base gives the low resolutions, the style the high ones) at the swap settings in each file's
+# meta ("blend"); `blend=False` (--no-blend) gives the raw fine-tuned generator.
+BUILTIN_STYLES = ("cartoon", "toon")
+# Used when a style file carries no blend settings (and for the untrained stand-ins).
+DEFAULT_STYLE_BLEND = {"swap_resolution": 16, "level": 0, "mapping_from": "low", "noise_from": "low", "mode": "swap"}
 DEFAULT_GENERATOR = "base"
 UNTRAINED_NOISE_STRENGTH = 0.1
 
@@ -204,26 +210,45 @@ def untrained_generator(name: str = DEFAULT_GENERATOR, truncation_mean_samples: 
                            f"mean_latent({samples}, seed {MEAN_LATENT_SEED})", "untrained", meta)
 
 
-def default_generator(name: str = DEFAULT_GENERATOR, truncation_mean_samples: int | None = None):
-    """Built-in generator `name`: shipped weights when present, else the seeded untrained stand-in (CPU)."""
+def default_generator(name: str = DEFAULT_GENERATOR, truncation_mean_samples: int | None = None,
+                      blend: bool = True):
+    """Built-in generator `name`: shipped weights when present, else the seeded untrained stand-in (CPU).
+
+    A style (cartoon, toon) is blended with base at its stored swap settings unless `blend` is False.
+    """
     from toon3d.stylegan2.checkpoints import load_generator
 
     if name not in UNTRAINED_SEEDS:
         raise Toon3dError(f"unknown built-in generator {name!r}; choose one of {', '.join(UNTRAINED_SEEDS)}")
     path = builtin_generator_path(name)
     if path.is_file():
-        return load_generator(path, truncation_mean_samples=truncation_mean_samples)
-    return untrained_generator(name, truncation_mean_samples)
+        loaded = load_generator(path, truncation_mean_samples=truncation_mean_samples)
+    else:
+        loaded = untrained_generator(name, truncation_mean_samples)
+    if name in BUILTIN_STYLES and blend:
+        from toon3d.stylegan2.blend import BlendSettings, blend_loaded
+
+        settings = BlendSettings(**dict(DEFAULT_STYLE_BLEND, **loaded.meta.get("blend", {})))
+        base = default_generator("base", truncation_mean_samples)
+        blended = blend_loaded(base, loaded, settings, "builtin base", f"builtin {name}")
+        blended.meta.update({"style": name, "untrained": bool(loaded.meta.get("untrained")
+                                                                or base.meta.get("untrained"))})
+        blended.source = f"builtin:{name} (blended with base at {settings.swap_resolution} px)"
+        return blended
+    return loaded
 
 
-def resolve_generator(spec: str, overrides=None, truncation_mean_samples: int | None = None):
-    """`default`/`base`/`cartoon`, a registry name (`ffhq256`) or a file path → LoadedGenerator on the CPU."""
+def resolve_generator(spec: str, overrides=None, truncation_mean_samples: int | None = None, blend: bool = True):
+    """`default`/`base`/`cartoon`/`toon`, a registry name (`ffhq256`) or a file path → LoadedGenerator on the CPU.
+
+    `blend=False` gives a built-in style's raw fine-tuned generator instead of its blend with base.
+    """
     from toon3d.stylegan2.checkpoints import check_overrides, load_generator
 
     if spec == "default":
         spec = DEFAULT_GENERATOR
     if spec in UNTRAINED_SEEDS and not Path(spec).exists():
-        loaded = default_generator(spec, truncation_mean_samples)
+        loaded = default_generator(spec, truncation_mean_samples, blend=blend)
         if overrides is not None:
             check_overrides({k: loaded.config[k] for k in ("size", "style_dim", "n_mlp", "channel_multiplier",
                                                            "channel_max")}, overrides, spec, "generator")

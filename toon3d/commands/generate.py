@@ -35,17 +35,21 @@ class GenerateSettings:
     noise: str = "const"
     device: str = "auto"
     batch: int = 4
+    blend: bool = True
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `toon3d generate`."""
     parser = subparsers.add_parser(
         "generate", help="sample images from a StyleGAN2 generator (seeds or latent files)",
-        description="Sample images from a StyleGAN2 generator. --ckpt takes 'default' (the built-in "
-                    "generator), a registry name (ffhq256) or a file: a rosinality .pt checkpoint such as "
-                    "550000.pt, or a toon3d .safetensors generator.")
+        description="Sample images from a StyleGAN2 generator. --ckpt takes a built-in model (base = default: "
+                    "SynFace human faces; cartoon, toon: the built-in styles, blended with base as the paper uses "
+                    "them), a registry name (ffhq256) or a file: a rosinality .pt checkpoint such as "
+                    "550000.pt, or a toon3d .safetensors generator (blends included).")
     parser.add_argument("--ckpt", default="default",
-                        help="generator: default | ffhq256 | PATH (.pt rosinality checkpoint or .safetensors)")
+                        help="generator: default | base | cartoon | toon | ffhq256 | PATH (.pt or .safetensors)")
+    parser.add_argument("--no-blend", action="store_true",
+                        help="with --ckpt cartoon|toon: the raw fine-tuned generator, not its blend with base")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--seeds", default=None, help="seeds, ranges and lists: 0-7, 0-3,7 (default 0-7)")
     source.add_argument("--latents", default=None, metavar="FILE",
@@ -91,7 +95,7 @@ def _settings(args: argparse.Namespace) -> GenerateSettings:
     seeds = None if args.latents is not None else parse_seeds(args.seeds if args.seeds is not None else "0-7")
     return GenerateSettings(ckpt=args.ckpt, seeds=seeds, latents=args.latents, space=args.space,
                             truncation=float(truncation), truncation_mean=args.truncation_mean, noise=args.noise,
-                            device=args.device, batch=args.batch)
+                            device=args.device, batch=args.batch, blend=not args.no_blend)
 
 
 def _raw_target(raw: str | None, out: Path) -> tuple[Path | None, Path | None]:
@@ -126,6 +130,8 @@ def _ckpt_inputs(spec: str) -> list[Path]:
             paths.append(found)
     if name in models.UNTRAINED_SEEDS:
         paths.append(models.builtin_generator_path(name))
+        if name in models.BUILTIN_STYLES:
+            paths.append(models.builtin_generator_path(models.DEFAULT_GENERATOR))
     return [p for p in paths if p.exists()]
 
 
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         raw_tmp = None
         if raw_path is not None:
             raw_tmp = tmp / raw_inside if raw_inside is not None else stack.enter_context(atomic_file(raw_path))
-        loaded = resolve_generator(settings.ckpt, overrides, settings.truncation_mean)
+        loaded = resolve_generator(settings.ckpt, overrides, settings.truncation_mean, blend=settings.blend)
         summary = _generate_into(tmp, raw_tmp, loaded, settings, device, codes)
         if raw_path is not None:
             summary["raw"]["file"] = str(raw_path)
