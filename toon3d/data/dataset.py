@@ -109,7 +109,7 @@ def resolve_source(path: str | os.PathLike, prefer_lmdb: bool = False) -> tuple[
     """Which store to read under `path`: ("folder", root) or ("lmdb", lmdb_dir); clear error otherwise."""
     root = Path(path)
     if not root.exists():
-        raise Toon3dError(f"dataset {root} not found; build one with 'toon3d data cartoons|synface|prepare'")
+        raise Toon3dError(f"dataset {root} not found; build one with 'toon3d data cartoons|synface|toon|prepare'")
     if not root.is_dir():
         raise Toon3dError(f"dataset {root} is not a folder; pass the folder written by 'toon3d data ...'")
     has_folder = folder_format.is_folder_dataset(root)
@@ -124,7 +124,7 @@ def resolve_source(path: str | os.PathLike, prefer_lmdb: bool = False) -> tuple[
 
 
 class FaceDataset(Dataset):
-    """Images (and SynFace ground truth) of a toon3d folder dataset or a rosinality LMDB folder.
+    """Images (and SynFace / toon ground truth) of a toon3d folder dataset or a rosinality LMDB folder.
 
     `size=None` keeps the stored size; another size resizes (LANCZOS for images), for an LMDB
     too (one holding several sizes is read at `size` if stored, else the nearest larger one). `flip=True`

@@ -25,7 +25,7 @@ from toon3d.io.atomic import atomic_dir
 
 FORMAT_NAME = "toon3d-folder"
 FORMAT_VERSION = 1
-KINDS = ("synface", "cartoons", "images")
+KINDS = ("synface", "toon", "cartoons", "images")  # "toon": SynFace drawn as cartoons, same gt
 INDEX_DIGITS = 6
 CONTACT_SHEET_COUNT = 64
 CONTACT_SHEET_TILE = 128  # tiles larger than this are shrunk, so a 1024px dataset's sheet stays small

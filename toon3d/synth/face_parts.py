@@ -214,11 +214,20 @@ def face_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tens
     """Every part mask of each face at this image size (x, y: the [1,S,S] image grid)."""
     e = edge_width(size)
     head = _head_parts(p, lay, x, y, e)
-    upper_box, nose_box, mouth_box = (region_box(size, *b) for b in (UPPER_BOX, NOSE_BOX, MOUTH_BOX))
-    upper = _upper_parts(p, lay, upper_box, upper_box.of(x), upper_box.of(y), e)
+    nose_box, mouth_box = (region_box(size, *b) for b in (NOSE_BOX, MOUTH_BOX))
+    upper = upper_parts(p, lay, x, y, size)
     nose = _nose_parts(lay, nose_box, nose_box.of(x), nose_box.of(y), e)
     mouth = _mouth_parts(p, lay, mouth_box, mouth_box.of(x), mouth_box.of(y), e)
     return FaceParts(**head, upper=upper, nose=nose, mouth=mouth)
+
+
+def upper_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tensor, size: int) -> UpperParts:
+    """Eyes, brows, forehead lines and glasses of each face inside UPPER_BOX (x, y: the [1,S,S] image grid).
+
+    A style may call this again with a changed layout (e.g. larger `eye_w`) to repaint the eyes.
+    """
+    box = region_box(size, *UPPER_BOX)
+    return _upper_parts(p, lay, box, box.of(x), box.of(y), edge_width(size))
 
 
 def _head_parts(p: SynFaceParams, lay: FaceLayout, x: torch.Tensor, y: torch.Tensor, e: float) -> dict:

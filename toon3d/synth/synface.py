@@ -6,6 +6,8 @@ mask, all analytic functions of normalised image coordinates (`face_parts`,
 (`toon3d.shape.renderer.Renderer.shade`), posed about (0, 0, 1) and composited over a
 random background. Views are rendered by ray marching the height field
 (`heightfield_view`, fast) or with the toon3d mesh renderer (`method="mesh"`, exact, slow).
+Styles that redraw the same faces (`toon_style`) reuse `canonical_geometry`, `view_face` and
+`render_in_chunks`, so they share SynFace's geometry and ground truth exactly.
 """
 
 from __future__ import annotations
@@ -64,17 +66,28 @@ def check_size(size: object) -> int:
     return size
 
 
-def canonical_face(params: SynFaceParams, size: int, device: torch.device | str | None = None) -> dict:
-    """Frontal face: canon_depth [B,S,S], albedo [B,3,S,S] in [-1,1], canon_seg [B,S,S] uint8, canon_mask in {0,1}."""
+def canonical_geometry(params: SynFaceParams, size: int, device: torch.device | str | None = None) -> dict:
+    """Frontal shape: canon_depth [B,S,S], canon_mask [B,S,S] in {0,1}, and the pieces styles paint with.
+
+    Also returns "params" (on `device`, float32), "layout" (`FaceLayout`), "x", "y" (the [1,S,S]
+    grid) and "parts" (`FaceParts`), so an albedo painter need not recompute them.
+    """
     p = params.to(device=device, dtype=torch.float32)
     x, y = image_grid(size, device=device)
     lay = face_layout(p)
     parts = face_parts(p, lay, x, y, size)
     depth = canonical_depth(p, lay, parts, x, y)
-    albedo = canonical_albedo(p, lay, parts, x, y) * 2.0 - 1.0
-    seg = canonical_segmentation(parts)
     mask = (parts.head > 0.5).to(torch.float32)
-    return {"canon_depth": depth, "albedo": albedo, "canon_seg": seg, "canon_mask": mask, "parts": parts}
+    return {"canon_depth": depth, "canon_mask": mask, "params": p, "layout": lay, "x": x, "y": y, "parts": parts}
+
+
+def canonical_face(params: SynFaceParams, size: int, device: torch.device | str | None = None) -> dict:
+    """Frontal face: canon_depth [B,S,S], albedo [B,3,S,S] in [-1,1], canon_seg [B,S,S] uint8, canon_mask in {0,1}."""
+    g = canonical_geometry(params, size, device)
+    albedo = canonical_albedo(g["params"], g["layout"], g["parts"], g["x"], g["y"]) * 2.0 - 1.0
+    seg = canonical_segmentation(g["parts"])
+    return {"canon_depth": g["canon_depth"], "albedo": albedo, "canon_seg": seg, "canon_mask": g["canon_mask"],
+            "parts": g["parts"]}
 
 
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -111,7 +124,7 @@ def synface_pose(params: SynFaceParams, device: torch.device | str | None = None
     return rt_from_angles(p.yaw_deg, p.pitch_deg, p.roll_deg, device=device, dtype=torch.float32)
 
 
-def _soften_edges(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def soften_edges(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Blur only the pixels on the head silhouette: a cheap anti-aliasing of the binary mask."""
     m = mask.unsqueeze(1).float()
     edge = (F.max_pool2d(m, 3, 1, 1) - (-F.max_pool2d(-m, 3, 1, 1))) > 0
@@ -131,13 +144,64 @@ def render_synface(params: SynFaceParams, size: int, device: torch.device | str 
     and "camera", a plain dict {"fov_deg", "rot_center_depth", "pixel_offset": 0.0}: a renderer
     compared with this ground truth must use `pixel_offset=out["camera"]["pixel_offset"]`.
     """
+    return render_in_chunks(_render_chunk, params, size, device, settings)
+
+
+def render_in_chunks(render_chunk, params: SynFaceParams, size: int, device: torch.device | str | None,
+                     settings: SynFaceSettings | None) -> dict:
+    """Call `render_chunk(params, size, device, settings) -> dict` on chunks of faces and join the results.
+
+    Shared by SynFace and its styles (`toon3d.synth.toon_style`); adds the "camera" entry.
+    """
     size = check_size(size)
     s = settings or SynFaceSettings()
     chunk = max(1, s.chunk_pixels // (size * size))
-    parts = [_render_chunk(params[i:i + chunk], size, device, s) for i in range(0, len(params), chunk)]
+    parts = [render_chunk(params[i:i + chunk], size, device, s) for i in range(0, len(params), chunk)]
     out = parts[0] if len(parts) == 1 else {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
     out["camera"] = s.camera()
     return out
+
+
+@dataclass
+class FaceView:
+    """Where each pixel of a posed view lands on the canonical face."""
+
+    renderer: Renderer    # the toon3d renderer with SynFace's camera at this size
+    R: torch.Tensor       # [B,3,3]
+    t: torch.Tensor       # [B,3]
+    depth: torch.Tensor   # view depth [B,S,S], VIEW_BACKGROUND_DEPTH off the head
+    grid: torch.Tensor    # canonical sampling grid [B,S,S,2] (`grid_sample`, align_corners=True)
+    hit: torch.Tensor     # [B,S,S] bool, the view's head mask
+
+    def sample(self, canon_image: torch.Tensor) -> torch.Tensor:
+        """Bilinear view [B,C,S,S] of a canonical image [B,C,S,S] (meaningful where `hit`)."""
+        return F.grid_sample(canon_image, self.grid, mode="bilinear", align_corners=True)
+
+    def sample_labels(self, canon_labels: torch.Tensor) -> torch.Tensor:
+        """Nearest view [B,S,S] uint8 of canonical labels [B,S,S] uint8, 0 off the head."""
+        labels = F.grid_sample(canon_labels.float().unsqueeze(1), self.grid, mode="nearest", align_corners=True)
+        return torch.where(self.hit, labels[:, 0].round().to(torch.uint8), torch.zeros_like(self.hit, dtype=torch.uint8))
+
+    def normal(self) -> torch.Tensor:
+        """View normals [B,S,S,3] of the view depth (Unsup3d convention)."""
+        return normals_from_depth(self.depth, self.renderer.K)
+
+
+def view_face(canon_depth: torch.Tensor, canon_mask: torch.Tensor, params: SynFaceParams, size: int,
+              device: torch.device | str | None, s: SynFaceSettings) -> FaceView:
+    """Pose each face (its params' yaw/pitch/roll) and find the view pixels on its canonical height field."""
+    renderer = Renderer(s.render_settings(size), device=device)
+    R, t = synface_pose(params, device)
+    if s.method == "raymarch":
+        depth_v, grid, hit = march_heightfield(canon_depth, canon_mask, R, t,
+                                               MarchSettings(fov_deg=s.fov_deg, rot_center_depth=ROT_CENTER_DEPTH))
+    elif s.method == "mesh":
+        depth_v = renderer.warp_canon_depth(canon_depth, R, t, canon_mask)
+        grid = renderer.inverse_warp_grid(depth_v, R, t)
+        hit = depth_v < VIEW_BACKGROUND_DEPTH
+    else:
+        raise Toon3dError(f"unknown SynFace render method {s.method!r}; use 'raymarch' or 'mesh'")
+    return FaceView(renderer=renderer, R=R, t=t, depth=depth_v, grid=grid, hit=hit)
 
 
 def _render_chunk(params: SynFaceParams, size: int, device: torch.device | str | None,
@@ -145,28 +209,15 @@ def _render_chunk(params: SynFaceParams, size: int, device: torch.device | str |
     """`render_synface` for one chunk of faces."""
     canon = canonical_face(params, size, device)
     depth_c, mask_c = canon["canon_depth"], canon["canon_mask"]
-    renderer = Renderer(s.render_settings(size), device=device)
+    view = view_face(depth_c, mask_c, params, size, device, s)
     light = synface_light(params, device)
-    texture, _ = renderer.shade(canon["albedo"], depth_c, light)
-    R, t = synface_pose(params, device)
-
-    if s.method == "raymarch":
-        depth_v, grid, hit = march_heightfield(depth_c, mask_c, R, t, MarchSettings(fov_deg=s.fov_deg, rot_center_depth=ROT_CENTER_DEPTH))
-    elif s.method == "mesh":
-        depth_v = renderer.warp_canon_depth(depth_c, R, t, mask_c)
-        grid = renderer.inverse_warp_grid(depth_v, R, t)
-        hit = depth_v < VIEW_BACKGROUND_DEPTH
-    else:
-        raise Toon3dError(f"unknown SynFace render method {s.method!r}; use 'raymarch' or 'mesh'")
-
-    view = F.grid_sample(texture, grid, mode="bilinear", align_corners=True).clamp(-1, 1)
-    seg = F.grid_sample(canon["canon_seg"].float().unsqueeze(1), grid, mode="nearest", align_corners=True)
-    seg = torch.where(hit, seg[:, 0].round().to(torch.uint8), torch.zeros_like(hit, dtype=torch.uint8))
+    texture, _ = view.renderer.shade(canon["albedo"], depth_c, light)
+    seg = view.sample_labels(canon["canon_seg"])
     background = synface_background(params, size, device)
-    image = torch.where(hit.unsqueeze(1), view, background)
+    image = torch.where(view.hit.unsqueeze(1), view.sample(texture).clamp(-1, 1), background)
     if s.antialias_edges:
-        image = _soften_edges(image, hit)
-    normal = normals_from_depth(depth_v, renderer.K)
+        image = soften_edges(image, view.hit)
     return {"image": image, "canon_depth": depth_c, "albedo": canon["albedo"], "canon_image": texture,
-            "canon_seg": canon["canon_seg"], "canon_mask": mask_c, "depth": depth_v, "normal": normal,
-            "seg": seg, "mask": hit.to(torch.uint8), "background": background, "R": R, "t": t, "light": light}
+            "canon_seg": canon["canon_seg"], "canon_mask": mask_c, "depth": view.depth, "normal": view.normal(),
+            "seg": seg, "mask": view.hit.to(torch.uint8), "background": background, "R": view.R, "t": view.t,
+            "light": light}

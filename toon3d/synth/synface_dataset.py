@@ -1,4 +1,4 @@
-"""Write a SynFace data set in the toon3d folder format (images, gt npz, labels, meta)."""
+"""Write a SynFace (or toon-styled SynFace) data set in the toon3d folder format (images, gt npz, labels, meta)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from toon3d.synth.face_albedo import SEG_NAMES
 from toon3d.synth.face_geometry import FAR_CANON
 from toon3d.synth.face_params import PARAM_SPECS, SynFaceParams, face_seeds
 from toon3d.synth.synface import VIEW_BACKGROUND_DEPTH, SynFaceSettings, check_size, render_synface
+from toon3d.synth.toon_style import ToonStyle, render_toon
 
 
 def check_count(n: object) -> int:
@@ -26,7 +27,7 @@ def check_count(n: object) -> int:
 
 
 def ground_truth_arrays(out: dict, i: int) -> dict[str, np.ndarray]:
-    """The npz arrays of face i of a `render_synface` result ([H,W] / [H,W,C], float32 or uint8)."""
+    """The npz arrays of face i of a `render_synface` / `render_toon` result ([H,W] / [H,W,C], float32 or uint8)."""
     albedo = ((out["albedo"][i].permute(1, 2, 0) * 0.5 + 0.5).clamp(0, 1) * 255 + 0.5).to(torch.uint8)
     return {
         "canon_depth": out["canon_depth"][i].float().cpu().numpy(),
@@ -61,8 +62,13 @@ def _finish(jobs: list, bar) -> None:
 def write_synface_dataset(out: str | os.PathLike, n: int, size: int, seed: int = 0, batch: int = 64,
                           overwrite: bool = False, device: torch.device | str | None = None,
                           workers: int = 2, created_by: str = "", progress: bool = True,
-                          settings: SynFaceSettings | None = None) -> Path:
-    """Render faces 0..n-1 of data set `seed` into folder `out` atomically; returns the folder."""
+                          settings: SynFaceSettings | None = None, style: ToonStyle | None = None) -> Path:
+    """Render faces 0..n-1 of data set `seed` into folder `out` atomically; returns the folder.
+
+    With a `style` the faces are drawn as toons (`render_toon`, data set kind "toon"): the same
+    faces and the same geometry ground truth as SynFace of this seed, with the toon's albedo and
+    segmentation.
+    """
     from tqdm import tqdm
 
     n = check_count(n)
@@ -75,16 +81,22 @@ def write_synface_dataset(out: str | os.PathLike, n: int, size: int, seed: int =
     # scoring against this ground truth needs a Renderer built with the same pixel_offset.
     meta = {"far": VIEW_BACKGROUND_DEPTH, "canon_far": FAR_CANON, **s.camera(), "depth_units": "unsup3d", "render_method": s.method, "seg_classes": list(SEG_NAMES),
             "params": {k: {"group": g, "low": lo, "high": hi} for k, (g, lo, hi) in PARAM_SPECS.items()}}
-    with FolderWriter(out, "synface", size, seed=seed, overwrite=overwrite, created_by=created_by,
+    kind = "synface" if style is None else "toon"
+    if style is not None:
+        meta["toon_style"] = style.to_dict()
+    with FolderWriter(out, kind, size, seed=seed, overwrite=overwrite, created_by=created_by,
                       extra_meta=meta) as writer, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=n, desc="synface", unit="img", disable=not progress) as bar:
+            tqdm(total=n, desc=kind, unit="img", disable=not progress) as bar:
         (writer.root / "gt").mkdir()
         pending: list = []
         for start in range(0, n, batch):
             chunk = seeds[start:start + batch]
             params = SynFaceParams.from_seeds(chunk)
-            rendered = render_synface(params, size, device=device, settings=s)
+            if style is None:
+                rendered = render_synface(params, size, device=device, settings=s)
+            else:
+                rendered = render_toon(params, size, device=device, style=style, settings=s)
             # The previous batch's files are written while this batch renders.
             _finish(pending, bar)
             for j in range(len(chunk)):
