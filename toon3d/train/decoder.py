@@ -49,6 +49,9 @@ class DecoderConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     mapping_lr_mult: float = 10.0   # a faster mapping network learned fine features sooner in the probe
     ema_decay: float = 0.999
+    # EMA decay ramps up as min(ema_decay, (1+t)/(10+t)): early on G_ema follows G instead of
+    # averaging in the random initialisation for thousands of iterations.
+    ema_rampup: bool = True
     region_weight: float = 6.0
     edge_weight: float = 1.0
     coarse_weight: float = 1.0
@@ -219,7 +222,10 @@ class DecoderRun:
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.opt.step()
-        ema_update(self.g_ema, self.g, self.cfg.ema_decay)
+        decay = self.cfg.ema_decay
+        if self.cfg.ema_rampup:
+            decay = min(decay, (1 + self.iteration) / (10 + self.iteration))
+        ema_update(self.g_ema, self.g, decay)
         self.iteration += 1
         return losses
 
