@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iters", type=int, default=20000, help="iterations to train to (default 20000)")
     parser.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate (default 0.002)")
-    parser.add_argument("--mapping-lr-mult", type=float, default=10.0,
-                        help="learning-rate multiplier of the mapping network (default 10)")
+    parser.add_argument("--mapping-lr-mult", type=float, default=100.0,
+                        help="learning-rate multiplier of the mapping network (default 100)")
     parser.add_argument("--region-weight", type=float, default=6.0,
                         help="extra pixel weight on eyes, brows, nose, mouth, glasses (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every batch")
@@ -65,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise Toon3dError(f"{out} is not empty; pass --resume to continue that run or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     command = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    (out / "config.json").write_text(json.dumps({"config": asdict(cfg), "command": command}, indent=2))
+    record_path = out / "config.json"
+    # every start and resume of the run, in order (the model card lists them)
+    commands = json.loads(record_path.read_text()).get("commands", []) if args.resume and record_path.is_file() else []
+    record_path.write_text(json.dumps({"config": asdict(cfg), "command": command, "commands": [*commands, command]},
+                                      indent=2))
     log = RunLog(out)
     try:
         run_.train(log=log, progress=not args.no_progress)

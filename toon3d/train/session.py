@@ -54,9 +54,13 @@ def run_training(cfg: GanConfig, out: str, data: str, resume: bool, device: torc
         trainer.load()
     command = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if rank == 0:
-        record = {"config": asdict(cfg), "command": command, "data": str(data), "processes": world,
-                  **(provenance or {})}
-        (out_dir / "config.json").write_text(json.dumps(record, indent=2))
+        record_path = out_dir / "config.json"
+        # every start and resume of the run, in order (model cards list them)
+        commands = (json.loads(record_path.read_text()).get("commands", [])
+                    if resume and record_path.is_file() else [])
+        record = {"config": asdict(cfg), "command": command, "commands": [*commands, command], "data": str(data),
+                  "processes": world, **(provenance or {})}
+        record_path.write_text(json.dumps(record, indent=2))
     try:
         trainer.train(progress=progress)
     finally:
