@@ -121,17 +121,26 @@ def face_chips(images: torch.Tensor) -> np.ndarray:
     is black, as in dlib's own extraction.
     """
     images = check_images(images)
-    x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
-    m = layout_from_chip()
-    image_px_per_chip_px = float(np.hypot(m[0, 0], m[1, 0])) * x.shape[-1]
-    # Like dlib's chip extraction, shrink by pyramid halving first when bilinear sampling alone
-    # would skip pixels (never for S ≤ 256: there a chip pixel spans ≤ 1.2 image pixels).
-    while image_px_per_chip_px > 2.0:
-        x = F.avg_pool2d(x, 2)
-        image_px_per_chip_px /= 2.0
-    grid = chip_grid().expand(x.shape[0], -1, -1, -1)
-    chips = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    chips = sample_chips((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5)
     return chips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def sample_chips(pixels: torch.Tensor, grid: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable chip extraction: toon3d images [B,C,S,S] → chips [B,C,150,150], same value range.
+
+    Bilinear `grid_sample` along `grid` (default `chip_grid()`); outside the image the chip is 0.
+    Anti-aliasing: like dlib's chip extraction, the image is first halved by 2×2 box averaging
+    (a pyramid) while one chip pixel would span more than 2 image pixels, so that bilinear
+    sampling skips no pixel. That never happens for S ≤ 256 (a chip pixel spans ≤ 1.2 image
+    pixels there); 512 px images are halved once, 1024 px twice.
+    """
+    m = layout_from_chip()
+    image_px_per_chip_px = float(np.hypot(m[0, 0], m[1, 0])) * pixels.shape[-1]
+    while image_px_per_chip_px > 2.0:
+        pixels = F.avg_pool2d(pixels, 2)
+        image_px_per_chip_px /= 2.0
+    grid = (chip_grid() if grid is None else grid).to(pixels).expand(pixels.shape[0], -1, -1, -1)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _import_dlib():
