@@ -113,6 +113,24 @@ def describe_all(batches, descriptor: DlibDescriptor, timer: Timer, stage: str) 
     return torch.cat(feats)
 
 
+class PortDescriptor:
+    """toon3d's PyTorch port of dlib's descriptor net, called like DlibDescriptor: images [B,3,S,S] -> [B,128]."""
+
+    def __init__(self) -> None:
+        from toon3d.faces.identity import load_dlib_embedder
+
+        self.embedder = load_dlib_embedder().eval()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embedder.embed(images.clamp(-1, 1)).float()
+
+
+def make_descriptor(name: str):
+    """The descriptor --descriptor names."""
+    return PortDescriptor() if name == "port" else DlibDescriptor()
+
+
 def run_fd(args: argparse.Namespace) -> None:
     loaded = resolve_generator(args.ckpt, blend=not args.no_blend)
     size = int(loaded.config["size"])
@@ -123,12 +141,13 @@ def run_fd(args: argparse.Namespace) -> None:
         source, data = "facesjs cartoons", cartoon_batches(count, size, args.batch, args.seed)
     else:
         source, data = "SynFace", synface_batches(count, size, args.batch, args.seed)
-    descriptor = DlibDescriptor()
+    descriptor = make_descriptor(args.descriptor)
     timer = Timer()
     fake = describe_all(generated_batches(loaded, args.n, args.batch, args.noise), descriptor, timer, "generate")
     real = describe_all(data, descriptor, timer, "data")
     first, second = split_halves(count, args.seed)
     half_n = args.n // 2
+    print(f"descriptor: {args.descriptor}")
     print(f"generator {args.ckpt} ({size} px, seeds 0-{args.n - 1}, truncation 1.0, noise {args.noise}) "
           f"vs {count} {source} images at {size} px")
     rows = [(f"FD-dlib generated vs data ({args.n} vs {count})", feature_fd(fake, real)),
@@ -156,7 +175,7 @@ def run_pair(args: argparse.Namespace) -> None:
     shared = "shared" if args.shared_noise or args.noise != "random" else "independent"
     print(f"{args.n} seeds through {human_spec} and {cartoon_gen.source} ({human.shape[-1]} px, truncation 1.0, "
           f"{shared} {args.noise} noise): {seconds / (2 * args.n):.4f} s per image; chance ≈ {1 / args.n:.4f}")
-    descriptor = DlibDescriptor() if "dlib" in args.distances else None
+    descriptor = make_descriptor(args.descriptor) if "dlib" in args.distances else None
     for distance in args.distances:
         start = time.perf_counter()
         accuracy = pairing_accuracy(human, cartoon, distance=distance, descriptor=descriptor)
@@ -186,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
                              "low resolutions, and so its layout, with base)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data sample and of the split halves")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--descriptor", choices=["dlib", "port"], default="dlib",
+                        help="dlib: dlib's own C++ net (~0.14 s/image); port: toon3d's PyTorch port of the same net "
+                             "(toon3d.faces, ~10x faster, within 0.006 L2 of dlib on aligned images)")
     args = parser.parse_args(argv)
     if args.cartoons is not None:
         args.count = args.cartoons
