@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=64, help="image size: 32, 64, 128 or 256 (default 64)")
     parser.add_argument("--channel-max", type=int, default=64, help="channel cap of every layer (default 64)")
     parser.add_argument("--n-mlp", type=int, default=4, help="mapping network depth (default 4)")
+    parser.add_argument("--style-dim", type=int, default=512,
+                        help="z/w size: 56 dimensions carry SynFace parameters, the rest are free (default 512)")
     parser.add_argument("--iters", type=int, default=20000, help="iterations to train to (default 20000)")
     parser.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate (default 0.002)")
@@ -53,28 +55,34 @@ def run(args: argparse.Namespace) -> int:
     cfg = DecoderConfig(size=args.size, iters=args.iters, batch=args.batch, lr=args.lr,
                         mapping_lr_mult=args.mapping_lr_mult, region_weight=args.region_weight, seed=args.seed,
                         ckpt_every=args.ckpt_every,
-                        generator={"style_dim": 512, "n_mlp": args.n_mlp, "channel_multiplier": 2,
+                        generator={"style_dim": args.style_dim, "n_mlp": args.n_mlp, "channel_multiplier": 2,
                                    "channel_max": args.channel_max})
     out = Path(args.out)
     run_ = DecoderRun(out, cfg, resolve_device(args.device))
+    lead = run_.rank == 0
     if args.resume:
         if not run_.state_path().is_file():
             raise Toon3dError(f"nothing to resume in {out} (no state.pt); drop --resume to start a new run")
         run_.load()
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(out.iterdir()) and lead:
         raise Toon3dError(f"{out} is not empty; pass --resume to continue that run or choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
     command = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    record_path = out / "config.json"
-    # every start and resume of the run, in order (the model card lists them)
-    commands = json.loads(record_path.read_text()).get("commands", []) if args.resume and record_path.is_file() else []
-    record_path.write_text(json.dumps({"config": asdict(cfg), "command": command, "commands": [*commands, command]},
-                                      indent=2))
-    log = RunLog(out)
+    if run_.world > 1:
+        command = f"torchrun --nproc-per-node {run_.world} -m {command}"
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        record_path = out / "config.json"
+        # every start and resume of the run, in order (the model card lists them)
+        commands = json.loads(record_path.read_text()).get("commands", []) if args.resume and record_path.is_file() else []
+        record_path.write_text(json.dumps({"config": asdict(cfg), "command": command, "processes": run_.world,
+                                           "commands": [*commands, command]}, indent=2))
+    log = RunLog(out, enabled=lead)
     try:
         run_.train(log=log, progress=not args.no_progress)
     finally:
         log.close()
+    if not lead:
+        return 0
     path = export_generator(run_, out / "generator.safetensors", command)
     last = run_.history[-1] if run_.history else {}
     print(f"trained to iteration {run_.iteration}; held-out L1 {last.get('l1', float('nan')):.4f}; wrote {path}")

@@ -72,9 +72,9 @@ class DecoderConfig:
             raise Toon3dError("style_dim must be at least 56 (one latent dimension per SynFace parameter)")
 
 
-def iteration_rng(seed: int, iteration: int) -> torch.Generator:
-    """The generator that draws iteration `iteration`'s latents and noise (same on resume)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + iteration) % (2**63 - 1))
+def iteration_rng(seed: int, iteration: int, rank: int = 0) -> torch.Generator:
+    """The generator that draws iteration `iteration`'s latents and noise on process `rank` (same on resume)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + iteration + rank * 7_919_000_003) % (2**63 - 1))
 
 
 def synface_targets(z: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,6 +153,18 @@ def evaluate(g: torch.nn.Module, cfg: DecoderConfig, count: int | None = None) -
     return out
 
 
+class _DecoderCall(torch.nn.Module):
+    """G as one forward (z, noise maps or None) -> image, so DDP sees the whole use."""
+
+    def __init__(self, g: torch.nn.Module):
+        super().__init__()
+        self.g = g
+
+    def forward(self, z: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
+        ws = self.g.styles_to_latent([self.g.mapping(z)])
+        return self.g.synthesis(ws, noise_mode="none" if noise is None else "const", noise=noise)
+
+
 class DecoderRun:
     """One regression run in a folder: config.json, state.pt (atomic, resumable), tb/, samples/."""
 
@@ -161,9 +173,18 @@ class DecoderRun:
         self.dir = Path(run_dir)
         self.cfg = cfg
         self.device = torch.device(device)
+        from toon3d.train.gan import init_distributed
+
+        self.rank, self.world = init_distributed(self.device)
         self.g = build_generator(cfg, cfg.seed).to(self.device)
         self.g_ema = copy.deepcopy(self.g).eval()
         self.opt = make_optimizer(self.g, cfg)
+        # Several processes (torchrun): each renders its own batch; DDP averages the gradients.
+        self.g_call: torch.nn.Module = _DecoderCall(self.g)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_call = torch.nn.parallel.DistributedDataParallel(self.g_call, device_ids=ids,
+                                                                    broadcast_buffers=False)
         self.iteration = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0
@@ -209,15 +230,14 @@ class DecoderRun:
         """One optimisation step on iteration `self.iteration`'s batch."""
         from toon3d.stylegan2.losses import ema_update
 
-        rng = iteration_rng(self.cfg.seed, self.iteration)
+        rng = iteration_rng(self.cfg.seed, self.iteration, self.rank)
         z = torch.randn(self.cfg.batch, self.g.style_dim, generator=rng)
         target, seg = synface_targets(z, self.cfg.size)
         noise = None
         if self.cfg.noise_mode == "random":
             noise = [torch.randn(self.cfg.batch, 1, *b.shape[2:], generator=rng).to(self.device)
                      for b in self.g.noise_buffers()]
-        ws = self.g.styles_to_latent([self.g.mapping(z.to(self.device))])
-        fake = self.g.synthesis(ws, noise_mode="none" if noise is None else "const", noise=noise)
+        fake = self.g_call(z.to(self.device), noise)
         losses = decoder_loss(fake, target.to(self.device), seg.to(self.device), self.cfg)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -234,7 +254,9 @@ class DecoderRun:
         from tqdm import tqdm
 
         until = self.cfg.iters if until is None else until
-        bar = tqdm(total=until, initial=self.iteration, disable=not progress, desc="decoder", dynamic_ncols=True)
+        lead = self.rank == 0  # with several processes, rank 0 evaluates, logs and saves
+        bar = tqdm(total=until, initial=self.iteration, disable=not progress or not lead, desc="decoder",
+                   dynamic_ncols=True)
         while self.iteration < until:
             t0 = time.perf_counter()
             losses = self.step()
@@ -244,7 +266,7 @@ class DecoderRun:
             it = self.iteration
             if log is not None:
                 log.scalars(it, {f"train/{k}": v.item() for k, v in losses.items()})
-            if it % self.cfg.eval_every == 0 or it == until:
+            if lead and (it % self.cfg.eval_every == 0 or it == until):
                 figures = evaluate(self.g_ema, self.cfg)
                 figures.update(iteration=it, train_minutes=round(self.train_seconds / 60, 2))
                 self.history.append(figures)
@@ -252,7 +274,7 @@ class DecoderRun:
                     log.scalars(it, {f"eval/{k}": v for k, v in figures.items() if k.startswith("l1")})
             if log is not None and (it % self.cfg.sample_every == 0 or it == until):
                 log.images(it, "samples", sample_grid(self.g_ema, self.cfg))
-            if it % self.cfg.ckpt_every == 0 or it == until:
+            if lead and (it % self.cfg.ckpt_every == 0 or it == until):
                 self.save()
         bar.close()
 
