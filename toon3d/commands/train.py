@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         from toon3d.models import resolve_generator
 
         loaded = resolve_generator(args.init)
+        if loaded.config.get("kind") == "feature-injection":
+            from toon3d.errors import Toon3dError
+
+            raise Toon3dError(f"{args.init} is a feature-injection blend; --init takes a plain generator")
         gcfg = {k: loaded.config[k] for k in ("style_dim", "n_mlp", "channel_multiplier", "channel_max", "lr_mlp")}
         size = loaded.config["size"]
         state = loaded.generator.state_dict()
