@@ -85,3 +85,15 @@ def test_decoder_cli(tmp_path, capsys):
 
     loaded = resolve_generator(str(out / "generator.safetensors"))
     assert loaded.meta["recipe"] == "synface-decoder" and loaded.config["size"] == 32
+
+
+def test_decoder_init_from_a_generator(tmp_path, capsys):
+    first = tmp_path / "a"
+    args = ["train-decoder", "--size", "32", "--channel-max", "16", "--n-mlp", "2", "--style-dim", "64",
+            "--iters", "1", "--batch", "2", "--no-progress"]
+    assert main([*args, "--out", str(first)]) == 0
+    second = tmp_path / "b"
+    assert main([*args, "--out", str(second), "--init", str(first / "generator.safetensors")]) == 0
+    other = [a if a != "16" else "32" for a in args]  # --channel-max 32
+    assert main([*other, "--out", str(tmp_path / "c"), "--init", str(first / "generator.safetensors")]) == 2
+    assert "another architecture (channel_max 16 vs 32)" in capsys.readouterr().err

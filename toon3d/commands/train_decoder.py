@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--init", default=None, metavar="GENERATOR",
+                        help="start G and G_ema from this generator (e.g. the shipped 'base' to keep training it; "
+                             "its architecture must match the flags)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -66,6 +69,18 @@ def run(args: argparse.Namespace) -> int:
         run_.load()
     elif out.exists() and any(out.iterdir()) and lead:
         raise Toon3dError(f"{out} is not empty; pass --resume to continue that run or choose a new --out")
+    if args.init and not args.resume:
+        from toon3d.models import resolve_generator
+
+        loaded = resolve_generator(args.init)
+        mine = {"size": cfg.size, **cfg.generator}
+        differ = [k for k in mine if loaded.config.get(k) != mine[k]]
+        if differ:
+            shown = ", ".join(f"{k} {loaded.config.get(k)} vs {mine[k]}" for k in differ)
+            raise Toon3dError(f"--init {args.init} has another architecture ({shown}); pass matching flags")
+        state = {k: v.float() for k, v in loaded.generator.state_dict().items()}
+        run_.g.load_state_dict(state)
+        run_.g_ema.load_state_dict(state)
     command = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if run_.world > 1:
         command = f"torchrun --nproc-per-node {run_.world} -m {command}"
