@@ -44,7 +44,7 @@ def test_end_to_end_outputs(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert sorted(p.name for p in out.iterdir()) == sorted(names + ["grid.png", "latents.pt", "latents.npy",
                                                                     "generate.json", ".toon3d-output"])
     latents = torch.load(out / "latents.pt", weights_only=True)
-    assert latents.shape == (5, 512) and latents.dtype == torch.float32
+    assert latents.shape == (5, models.resolve_generator("default").config["style_dim"]) and latents.dtype == torch.float32
     np.testing.assert_array_equal(np.load(out / "latents.npy"), latents.numpy())
     images = np.load(raw)
     assert images.shape == (5, 3, 64, 64) and images.dtype == np.float32

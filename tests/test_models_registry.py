@@ -156,8 +156,9 @@ def test_builtin_styles_are_blended_with_base_unless_no_blend(monkeypatch: pytes
     monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
     torch.manual_seed(1)
     base, style = Generator(**DEFAULT_GENERATOR_CONFIG), Generator(**DEFAULT_GENERATOR_CONFIG)
-    save_generator(tmp_path / "base.safetensors", base, torch.zeros(1, 512))
-    save_generator(tmp_path / "cartoon.safetensors", style, torch.ones(1, 512),
+    dim = DEFAULT_GENERATOR_CONFIG["style_dim"]
+    save_generator(tmp_path / "base.safetensors", base, torch.zeros(1, dim))
+    save_generator(tmp_path / "cartoon.safetensors", style, torch.ones(1, dim),
                    meta={"blend": {"swap_resolution": 8}})
     blended = resolve_generator("cartoon").generator.state_dict()
     raw = resolve_generator("cartoon", blend=False).generator.state_dict()

@@ -28,9 +28,11 @@ from toon3d.errors import Toon3dError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODELS_ENV = "TOON3D_MODELS"
 
-# The built-in architecture: 64 px, 4 mapping layers, at most 64 channels (1.8M parameters,
-# ~30 ms per image on one CPU core). style_dim stays 512 so latent files match FFHQ models.
-DEFAULT_GENERATOR_CONFIG = {"size": 64, "style_dim": 512, "n_mlp": 4, "channel_multiplier": 2,
+# The built-in architecture: 64 px, 4 mapping layers, at most 64 channels, 64-dimensional z/w
+# (0.6M parameters). z/w are 64-d, not FFHQ's 512: the base is a SynFace decoder whose first 56
+# latent dimensions carry SynFace's parameters, and 456 parameter-free dimensions slowed its
+# training ~3.5x (docs/train.md). Untrained stand-ins use the same architecture.
+DEFAULT_GENERATOR_CONFIG = {"size": 64, "style_dim": 64, "n_mlp": 4, "channel_multiplier": 2,
                             "channel_max": 64}
 # Seeds of the untrained stand-ins, one per built-in name.
 UNTRAINED_SEEDS = {"base": 0, "cartoon": 1, "toon": 2}
