@@ -42,7 +42,8 @@ def run_training(cfg: GanConfig, out: str, data: str, resume: bool, device: torc
 
     rank, world, _ = distributed_context()
     out_dir = Path(out)
-    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+    # Rank 0 alone checks (another rank could see rank 0's first files); if it fails, torchrun stops the rest.
+    if rank == 0 and not resume and out_dir.exists() and any(out_dir.iterdir()):
         raise Toon3dError(f"{out_dir} is not empty; pass --resume to continue that run or choose a new --out")
     dataset = open_dataset(data, cfg.size, resize, cfg.seed)
     stream = ImageStream(dataset, cfg.batch, seed=cfg.seed, rank=rank, world=world)
