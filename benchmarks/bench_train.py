@@ -10,7 +10,6 @@ the structure loss. Each is timed over --iters iterations after --warmup.
 from __future__ import annotations
 
 import argparse
-import copy
 import resource
 import tempfile
 import time
@@ -48,7 +47,7 @@ def main() -> None:
     from toon3d.train.decoder import DecoderConfig, DecoderRun
     from toon3d.train.gan import GanConfig, GanTrainer
 
-    gcfg = {"style_dim": 512, "n_mlp": 4, "channel_multiplier": 2, "channel_max": args.channel_max}
+    gcfg = {"style_dim": 64, "n_mlp": 4, "channel_multiplier": 2, "channel_max": args.channel_max}
     print(f"threads {args.threads}, {args.size} px, channel cap {args.channel_max}")
     with tempfile.TemporaryDirectory() as tmp:
         dec = DecoderRun(Path(tmp) / "dec", DecoderConfig(size=args.size, generator=dict(gcfg), batch=16))
@@ -70,8 +69,9 @@ def main() -> None:
                         discriminator={"channel_multiplier": 2, "channel_max": args.channel_max}, batch=8,
                         structure_k=2, path_regularize=0.0)
         stream = ImageStream(FaceDataset(data, size=args.size, load_gt=False), 8)
-        trainer = GanTrainer(cfg, Path(tmp) / "ft", stream, "cpu",
-                             init={"g_base": copy.deepcopy(GanTrainer(cfg, Path(tmp) / "x", stream, "cpu").g)})
+        from toon3d.stylegan2.generator import Generator
+
+        trainer = GanTrainer(cfg, Path(tmp) / "ft", stream, "cpu", init={"g_base": Generator(args.size, **gcfg)})
         s = timed(trainer.step, args.warmup, args.iters)
         print(f"fine-tune batch 8 (structure loss k=2): {s:.3f} s/iter, {8 / s:.1f} images/s, "
               f"peak RSS {peak_rss_mb():.0f} MB")
