@@ -152,6 +152,33 @@ def find(name: str) -> Path | None:
     return _package_file(item.in_package) if item.in_package else None
 
 
+def find_packaged_file(filename: str, what: str, hint: str, path: str | os.PathLike | None = None,
+                       package: str = "face_recognition_models") -> Path:
+    """A weight file shipped inside a PyPI package (dlib's models in face-recognition-models).
+
+    Looked up at `path` if given, else in the models folder, else in `package`'s `models/`,
+    found without importing it (face_recognition_models' import needs pkg_resources).
+    A miss is a one-line Toon3dError ending in `hint`.
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        if path.is_file():
+            return path
+        raise Toon3dError(f"{what} not found at {path}; {hint}")
+    candidate = models_dir() / filename
+    if candidate.is_file():
+        return candidate
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(root) / "models" / filename
+        if candidate.is_file():
+            return candidate
+    raise Toon3dError(f"{what} {filename} not found; {hint}")
+
+
 def how_to_get(name: str) -> str:
     """One line: what the file is, where to get it, where to put it."""
     item = entry(name)

