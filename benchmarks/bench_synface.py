@@ -20,7 +20,7 @@ from toon3d.synth.synface import canonical_face, render_synface, synface_pose
 from toon3d.synth.synface_dataset import write_synface_dataset
 
 
-def _best(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> float:
     """Best wall time of `repeats` calls after one warm-up (the machine may be shared)."""
     fn()
     times = []
@@ -43,11 +43,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     params = SynFaceParams.sample(args.batch, seed=0)
     for size in [int(s) for s in args.sizes.split(",")]:
-        t_render = _best(lambda: render_synface(params, size), args.repeats)
-        t_canon = _best(lambda: canonical_face(params, size), args.repeats)
+        t_render = best_time(lambda: render_synface(params, size), args.repeats)
+        t_canon = best_time(lambda: canonical_face(params, size), args.repeats)
         canon = canonical_face(params, size)
         R, t = synface_pose(params)
-        t_march = _best(lambda: march_heightfield(canon["canon_depth"], canon["canon_mask"], R, t), args.repeats)
+        t_march = best_time(lambda: march_heightfield(canon["canon_depth"], canon["canon_mask"], R, t), args.repeats)
         b = args.batch
         print(f"size {size:3d}: render {b / t_render:7.1f} images/s  (canonical face {b / t_canon:7.1f}/s, "
               f"view ray march {b / t_march:7.1f}/s)")

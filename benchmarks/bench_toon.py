@@ -7,7 +7,6 @@ Prints one line per size: SynFace and toon rendering rates (all ground truth inc
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -15,16 +14,7 @@ from toon3d.synth.face_params import SynFaceParams
 from toon3d.synth.synface import render_synface
 from toon3d.synth.toon_style import render_toon
 
-
-def _best(fn, repeats: int) -> float:
-    """Best wall time of `repeats` calls after one warm-up (the machine may be shared)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from bench_synface import best_time  # the scripts run from benchmarks/, beside each other
 
 
 def main() -> None:
@@ -39,8 +29,8 @@ def main() -> None:
     params = SynFaceParams.sample(args.batch, seed=0)
     for size in [int(s) for s in args.sizes.split(",")]:
         # Interleaved, so both see the same machine load.
-        t_syn = _best(lambda: render_synface(params, size), args.repeats)
-        t_toon = _best(lambda: render_toon(params, size), args.repeats)
+        t_syn = best_time(lambda: render_synface(params, size), args.repeats)
+        t_toon = best_time(lambda: render_toon(params, size), args.repeats)
         b = args.batch
         print(f"size {size:3d}: synface {b / t_syn:7.1f} images/s, toon {b / t_toon:7.1f} images/s "
               f"(toon takes {t_toon / t_syn:.2f}x SynFace's time)")

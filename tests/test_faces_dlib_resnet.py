@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import sys
 from dataclasses import replace
@@ -23,16 +22,8 @@ from toon3d.synth.synface import render_synface
 
 torch.set_num_threads(1)
 
-HAS_DLIB = importlib.util.find_spec("dlib") is not None
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="dlib not installed (pip install dlib-bin)")
-
-
-def _one_line_error(fn, *args, **kwargs) -> str:
-    with pytest.raises(Toon3dError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from dlib_helpers import HAS_DLIB, needs_dlib
+from dlib_helpers import one_line_error as _one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,8 @@ from toon3d.metrics.generator_quality import fd_dlib, pairing_accuracy, split_ha
 from toon3d.synth.face_params import SynFaceParams
 from toon3d.synth.synface import render_synface
 
-HAS_DLIB = importlib.util.find_spec("dlib") is not None
-needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="dlib not installed (pip install dlib-bin)")
-
-
-def _one_line_error(fn, *args, **kwargs) -> str:
-    with pytest.raises(Toon3dError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from dlib_helpers import HAS_DLIB, needs_dlib
+from dlib_helpers import one_line_error as _one_line_error
 
 
 @pytest.fixture(scope="module")

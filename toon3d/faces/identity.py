@@ -11,6 +11,7 @@ differentiable warp, and gradients flow from the embedding back to the generator
 
 from __future__ import annotations
 
+import abc
 import os
 
 import torch
@@ -21,7 +22,7 @@ from toon3d.faces.dlib_resnet import DlibResNet, load_dlib_resnet
 from toon3d.metrics.face_descriptor import SAME_PERSON_THRESHOLD, check_images, chip_grid, sample_chips
 
 
-class IdentityEmbedder(nn.Module):
+class IdentityEmbedder(nn.Module, metaclass=abc.ABCMeta):
     """Interface: `embed(images [B,3,S,S] in [-1,1], aligned to toon3d's layout) → [B,dim]` and
     `features(images, n_blocks) → list of early activations` (for the low-level feature loss f_low).
 
@@ -31,11 +32,13 @@ class IdentityEmbedder(nn.Module):
     dim: int
     same_person_threshold: float  # L2 between embeddings below this ⇔ same person (as calibrated)
 
+    @abc.abstractmethod
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """images [B,3,S,S] in [-1,1], aligned to toon3d's layout -> identity vectors [B,dim]."""
 
+    @abc.abstractmethod
     def features(self, images: torch.Tensor, n_blocks: int) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """images [B,3,S,S] in [-1,1] -> the first n_blocks activations of the network."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed(images)

@@ -17,6 +17,7 @@ an uninterrupted run would draw.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -134,12 +135,20 @@ def make_optimizer(g: torch.nn.Module, cfg: DecoderConfig) -> torch.optim.Optimi
 
 
 @torch.no_grad()
+@functools.lru_cache(maxsize=4)
+def heldout_set(count: int, style_dim: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The held-out latents of EVAL_SEED and their renders: (z [N,D], images [N,3,S,S], seg [N,S,S]).
+
+    Rendered once per run (the evaluation repeats every few hundred iterations); callers must not modify them.
+    """
+    z = torch.randn(count, style_dim, generator=torch.Generator().manual_seed(EVAL_SEED))
+    return (z, *synface_targets(z, size))
+
+
 def evaluate(g: torch.nn.Module, cfg: DecoderConfig, count: int | None = None) -> dict[str, float]:
     """Held-out L1 on [-1,1] (overall and per SynFace segment class) over latents of EVAL_SEED."""
     count = count or cfg.eval_count
-    gen = torch.Generator().manual_seed(EVAL_SEED)
-    z = torch.randn(count, g.style_dim, generator=gen)
-    target, seg = synface_targets(z, cfg.size)
+    z, target, seg = heldout_set(count, g.style_dim, cfg.size)
     was_training = g.training
     g.eval()
     fake = torch.cat([g([z[i:i + 32]], randomize_noise=False)[0] for i in range(0, count, 32)])
@@ -284,9 +293,7 @@ def sample_grid(g: torch.nn.Module, cfg: DecoderConfig, n: int = 8) -> torch.Ten
     """Held-out targets (top row) over G's reconstructions (bottom row): [3,H,W] in [-1,1]."""
     from toon3d.io.images import make_grid
 
-    gen = torch.Generator().manual_seed(EVAL_SEED)
-    z = torch.randn(n, g.style_dim, generator=gen)
-    target, _ = synface_targets(z, cfg.size)
+    z, target, _ = heldout_set(n, g.style_dim, cfg.size)
     fake = g([z], randomize_noise=False)[0].clamp(-1, 1)
     return make_grid(torch.cat([target, fake.cpu()]), nrow=n)
 
