@@ -15,6 +15,13 @@ MAX_SEED = 2**32 - 1
 MAX_SEEDS = 100_000
 
 
+def parse_range(part: str) -> tuple[int, int]:
+    """'3' → (3, 3), '0-5' → (0, 5): one item of a comma list (ValueError when not integers)."""
+    lo_text, dash, hi_text = part.strip().partition("-")
+    lo = int(lo_text)
+    return lo, int(hi_text) if dash else lo
+
+
 def parse_seeds(spec: str) -> list[int]:
     """'0-3,7' → [0, 1, 2, 3, 7]: comma-separated seeds and inclusive ranges, each seed once."""
     seeds: list[int] = []
@@ -23,10 +30,8 @@ def parse_seeds(spec: str) -> list[int]:
     if not any(parts):
         raise Toon3dError("--seeds is empty; pass seeds like 0-7 or 0-3,7")
     for part in parts:
-        lo_text, dash, hi_text = part.partition("-")
         try:
-            lo = int(lo_text)
-            hi = int(hi_text) if dash else lo
+            lo, hi = parse_range(part)
         except ValueError:
             raise Toon3dError(f"bad seed {part!r} in --seeds {spec!r}; use non-negative integers and ranges "
                               "like 0-7 or 0-3,7") from None

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from toon3d.errors import Toon3dError
+from toon3d.seeds import parse_range
 from toon3d.io.checkpoint import load_torch_file, save_training_state
 from toon3d.stylegan2.factorize import VARIANTS, modulation_keys
 
@@ -82,10 +83,8 @@ def parse_layers(spec: str | None, n_latent: int) -> list[int] | None:
         return None
     layers: set[int] = set()
     for part in str(spec).split(","):
-        lo_text, dash, hi_text = part.strip().partition("-")
         try:
-            lo = int(lo_text)
-            hi = int(hi_text) if dash else lo
+            lo, hi = parse_range(part)
         except ValueError:
             raise Toon3dError(f"bad layer {part.strip()!r} in --layers {spec!r}; pass W+ layers like 0-5 or "
                               "0,2,4 (or all)") from None
