@@ -219,11 +219,9 @@ class DecoderRun:
         state = load_training_state(self.state_path())
         if state.get("kind") != "toon3d-decoder-run":
             raise Toon3dError(f"{self.state_path()} is not a decoder run state; pass the folder of a decoder run")
-        saved = json.loads(state["config"])
-        mine = json.loads(json.dumps(asdict(self.cfg), sort_keys=True))
-        differ = sorted(k for k in set(saved) | set(mine)
-                        if saved.get(k) != mine.get(k) and k not in ("iters", "eval_every", "ckpt_every",
-                                                                     "sample_every"))
+        from toon3d.train.gan import changed_settings
+
+        differ = changed_settings(state["config"], self.cfg, ("iters", "eval_every", "ckpt_every", "sample_every"))
         if differ:
             raise Toon3dError(f"{self.dir} was started with other settings ({', '.join(differ)}); "
                               "resume with the same settings or use a new --out")

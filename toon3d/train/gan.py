@@ -97,6 +97,12 @@ class GanConfig:
                               f"{2 ** (self.structure_k + 2)} px; this one is {self.size} px: lower --structure-k")
 
 
+def changed_settings(saved_config_json: str, cfg, ignore: tuple[str, ...]) -> list[str]:
+    """Names of the settings (dataclass fields) that differ between a saved run and `cfg`, except `ignore`."""
+    saved, mine = json.loads(saved_config_json), json.loads(json.dumps(asdict(cfg), sort_keys=True))
+    return sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k not in ignore)
+
+
 def distributed_context() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -325,7 +331,8 @@ class GanTrainer:
 
     def state(self) -> dict:
         """Everything a resume needs (RNG and data positions of every process)."""
-        streams = torch.tensor([self.stream.state_dict()["epoch"], self.stream.state_dict()["position"]])
+        position = self.stream.state_dict()
+        streams = torch.tensor([position["epoch"], position["position"]])
         return {
             "kind": STATE_KIND, "config": json.dumps(asdict(self.cfg), sort_keys=True), "world": self.world,
             "g": self.g.state_dict(), "d": self.d.state_dict(), "g_ema": self.g_ema.state_dict(),
@@ -366,10 +373,9 @@ class GanTrainer:
         state = load_training_state(path)
         if state.get("kind") != STATE_KIND:
             raise Toon3dError(f"{path} is not a toon3d training state; pass the --out folder of a 'toon3d train' run")
-        saved, mine = json.loads(state["config"]), json.loads(json.dumps(asdict(self.cfg), sort_keys=True))
-        differ = sorted(k for k in set(saved) | set(mine)
-                        if saved.get(k) != mine.get(k) and k not in RESUMABLE_CHANGES)
+        differ = changed_settings(state["config"], self.cfg, RESUMABLE_CHANGES)
         if differ:
+            saved, mine = json.loads(state["config"]), asdict(self.cfg)
             shown = ", ".join(f"{k}: {saved.get(k)!r} in the run vs {mine.get(k)!r} now" for k in differ[:3])
             raise Toon3dError(f"{self.dir} was trained with other settings ({shown}); resume with the run's settings "
                               "or start a new --out")
