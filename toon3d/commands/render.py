@@ -74,18 +74,12 @@ def _load_inputs(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Render and export everything into --out atomically."""
-    import torch
-    from tqdm import tqdm
-
     from toon3d.devices import resolve_device
     from toon3d.errors import Toon3dError
     from toon3d.io.atomic import atomic_dir, check_output_dir
-    from toon3d.io.depth_maps import save_depth16_png, save_depth_png, save_normal_png
-    from toon3d.io.images import make_grid, save_png
-    from toon3d.io.mesh import mesh_from_depth, write_glb, write_obj
-    from toon3d.io.video import VIDEO_FORMATS, frames_to_uint8, write_video
-    from toon3d.shape.camera import normals_from_depth
-    from toon3d.shape.renderer import Renderer, RenderSettings, turntable_views
+    from toon3d.io.video import VIDEO_FORMATS
+    from toon3d.shape.export import render_products, write_products
+    from toon3d.shape.renderer import Renderer, RenderSettings
 
     inputs = [args.depth, args.albedo, args.mask]
     check_output_dir(args.out, args.overwrite, inputs)  # fail before the turntable, not after it
@@ -99,44 +93,10 @@ def run(args: argparse.Namespace) -> int:
     depth, albedo, mask, light = _load_inputs(args)
     size = depth.shape[0]
     renderer = Renderer(RenderSettings(size, pixel_offset=args.pixel_offset), device=device)
-    depth_b = depth.to(device).unsqueeze(0)
-    mask_b = None if mask is None else mask.to(device).unsqueeze(0)
-    with torch.no_grad():
-        texture, diffuse = renderer.shade(albedo.to(device).unsqueeze(0), depth_b, light.to(device))
-        normal = normals_from_depth(depth_b, renderer.K)[0]
-        # GAN2Shape's relighting grid: dx ∈ {−1.5, −0.7, 0, 0.7, 1.5} × dy ∈ {0, 0.6}, strength 0.3.
-        relight_dirs = torch.tensor([[dx, dy] for dy in (0.0, 0.6) for dx in (-1.5, -0.7, 0.0, 0.7, 1.5)])
-        relight_light = torch.cat([light[:, :2].expand(len(relight_dirs), 2), relight_dirs], dim=1).to(device)
-        relit = renderer.relight(albedo.to(device).expand(len(relight_dirs), -1, -1, -1),
-                                 depth_b.expand(len(relight_dirs), -1, -1), relight_light, 0.3).clamp(-1, 1)
-        views = turntable_views(args.frames, args.yaw_max, args.pitch_max, device=device)
-        frames = []
-        for start in tqdm(range(0, len(views), args.batch), desc="turntable", unit="batch", leave=False):
-            chunk = views[start:start + args.batch]
-            R = torch.cat([v[0] for v in chunk])
-            t = torch.cat([v[1] for v in chunk])
-            n = len(chunk)
-            image, _ = renderer.render_mesh_rgb(depth_b.expand(n, -1, -1), texture.expand(n, -1, -1, -1), R, t,
-                                                background=1.0,
-                                                canon_mask=None if mask_b is None else mask_b.expand(n, -1, -1))
-            frames.extend(image.cpu())
-    frames_u8 = frames_to_uint8(frames)
-    sheet_idx = [round(i * len(frames) / min(12, len(frames))) for i in range(min(12, len(frames)))]
+    products = render_products(renderer, depth, albedo, light[0], mask, frames=args.frames,
+                               yaw_max_deg=args.yaw_max, pitch_max_deg=args.pitch_max, batch=args.batch)
     with atomic_dir(args.out, overwrite=args.overwrite, inputs=inputs) as out:
-        mesh = mesh_from_depth(depth, texture[0].cpu(), renderer.K.cpu())
-        write_obj(mesh, out / "mesh.obj")
-        write_glb(mesh, out / "mesh.glb")
-        save_normal_png(normal.cpu(), out / "normal.png")
-        save_depth_png(depth, out / "depth.png", mask)
-        save_depth16_png(depth, out / "depth16.png")
-        save_png(texture[0].cpu(), out / "canonical.png")
-        save_png(diffuse[0].cpu(), out / "diffuse.png", value_range=(0.0, 1.0))
-        save_png(make_grid(relit.cpu(), nrow=5), out / "relight.png")
-        for fmt in formats:
-            write_video(frames_u8, out / f"turntable.{fmt}", args.fps)
-        save_png(make_grid(torch.stack([frames[i] for i in sheet_idx]), nrow=min(6, len(sheet_idx))),
-                 out / "turntable_sheet.png")
-    print(f"wrote {args.out}: mesh.obj/.mtl/.png, mesh.glb, normal.png, depth.png, depth16.png, canonical.png, "
-          f"diffuse.png, relight.png, {', '.join('turntable.' + f for f in formats)}, turntable_sheet.png "
-          f"({len(frames)} frames at {size}x{size}, yaw ±{args.yaw_max:g}°, pitch ±{args.pitch_max:g}°)")
+        names = write_products(out, products, renderer.K, tuple(formats), args.fps)
+    print(f"wrote {args.out}: {', '.join(names)} ({len(products.turntable)} frames at {size}x{size}, "
+          f"yaw ±{args.yaw_max:g}°, pitch ±{args.pitch_max:g}°)")
     return 0
