@@ -1,0 +1,134 @@
+"""`toon3d avatar`: one command from a face to an animatable 3D cartoon avatar (toon3d/pipeline.py).
+
+Examples:
+    toon3d avatar --seed 0 --out out/avatar
+    toon3d avatar --seed 3 --style toon --expression smile=+3 --expression eyes_closed=+2 --out out/toon3
+    toon3d avatar --photo me.jpg --out out/me
+    torchrun --nproc-per-node 4 -m toon3d avatar --seeds 0-99 --out out/many    # one shard of the seeds per process
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PRESETS = ("cpu", "paper", "tiny", "released")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `toon3d avatar`."""
+    p = subparsers.add_parser(
+        "avatar", help="a face → cartoon, expression edits, 3D meshes, an animatable GLB, viewer.html and a sheet",
+        description="The whole toon3d pipeline for one face (or many seeds): the human face and its cartoon from "
+                    "the same w, refined expression edits (Stage 2), a 3D reconstruction of the neutral cartoon "
+                    "and of every edit (Stage 3), one GLB whose morph targets are the expressions, a self-contained "
+                    "viewer.html and a summary sheet. With no model flags it runs on the built-in models.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--seed", help="seed of the face (a whole number)")
+    src.add_argument("--seeds", help="many avatars, e.g. 0-99 or 0-3,7: one folder per seed in --out; under "
+                                     "torchrun each process takes its own share")
+    src.add_argument("--latent", metavar="W.pt", help="a W latent file ([D] or [N,D]), e.g. from toon3d invert")
+    src.add_argument("--photo", metavar="IMAGE", help="a photo: aligned, inverted into G_base, then the pipeline")
+    p.add_argument("--latent-index", type=int, default=0, help="row of --latent (default 0)")
+    p.add_argument("--face", type=int, default=None, help="with --photo: which face (toon3d align --list); "
+                                                          "default the largest")
+    p.add_argument("--ckpt", default="base", help="human generator G_base: base (built-in) | ffhq256 | FILE")
+    p.add_argument("--style", default="cartoon", help="cartoon generator: cartoon | toon (built-in) | FILE")
+    p.add_argument("--no-blend", action="store_true", help="built-in style without its layer-swap blend with base")
+    p.add_argument("--expression", action="append", default=None, metavar="NAME=STRENGTH",
+                   help="an expression edit, repeatable: smile, mouth_open, eyes_closed, brows_up, yaw, pitch or a "
+                        "SeFa index, with a strength in W (default: smile=+3 and mouth_open=+3)")
+    p.add_argument("--factor", default=None, metavar="factor.pt", help="directions from toon3d directions "
+                                                                       "(default: factorise G_base now)")
+    p.add_argument("--refine", choices=["code", "paper", "off"], default="code",
+                   help="Stage 2 refinement: code (released code's ±, default), paper (Eq. 9), off (SeFa only)")
+    p.add_argument("--truncation", type=float, default=0.7, help="psi for --seed faces (default 0.7)")
+    p.add_argument("--preset", choices=list(PRESETS), default="cpu",
+                   help="Stage 3 settings: cpu (minutes on 2 cores; default), paper (256 px schedule, GPU), "
+                        "released (the released code's: no symmetry, no L_id), tiny (tests)")
+    p.add_argument("--instant", action="store_true", help="3D from the pretrained reconstructor only (≈1 s), no "
+                                                          "per-image GAN2Shape training")
+    p.add_argument("--reconstructor", default=None, metavar="FILE",
+                   help="pretrained 3D reconstructor weights (default: the built-in one of the style's world)")
+    p.add_argument("--frames", type=int, default=36, help="turntable frames (default 36)")
+    p.add_argument("--fps", type=float, default=18.0, help="turntable frames per second (default 18)")
+    p.add_argument("--format", default="gif,mp4", help="turntable formats: gif, mp4 or both (default)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
+    p.add_argument("--resume", action="store_true", help="continue a run that was killed, from its last finished stage")
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder toon3d wrote")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """(AvatarSettings, list of AvatarSource) from the parsed flags; one-line errors for bad values."""
+    from toon3d.errors import Toon3dError
+    from toon3d.pipeline import DEFAULT_EXPRESSIONS, AvatarSettings, AvatarSource, parse_expression
+    from toon3d.seeds import parse_seeds
+
+    expressions = tuple(parse_expression(e) for e in args.expression) if args.expression else DEFAULT_EXPRESSIONS
+    formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
+    settings = AvatarSettings(ckpt=args.ckpt, style=args.style, blend=not args.no_blend, expressions=expressions,
+                              truncation=args.truncation, refine=args.refine, factor=args.factor,
+                              preset=args.preset, instant=args.instant, reconstructor=args.reconstructor,
+                              frames=args.frames, fps=args.fps, formats=formats)
+    if args.seed is not None:
+        text = str(args.seed).strip()
+        if not text.isdigit() or int(text) >= 2**32:
+            raise Toon3dError(f"--seed {args.seed!r} is not a whole number in 0..{2**32 - 1}; e.g. --seed 0")
+        sources = [AvatarSource(seed=int(text))]
+    elif args.seeds is not None:
+        sources = [AvatarSource(seed=s) for s in parse_seeds(args.seeds)]
+    elif args.latent is not None:
+        sources = [AvatarSource(latent=args.latent, latent_index=args.latent_index)]
+    else:
+        sources = [AvatarSource(photo=args.photo, face=args.face)]
+    return settings, sources
+
+
+def run(args: argparse.Namespace) -> int:
+    """Make one avatar, or this process's share of --seeds."""
+    import time
+    from pathlib import Path
+
+    from toon3d.devices import resolve_device
+    from toon3d.pipeline import make_avatar
+
+    settings, sources = settings_from_args(args)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device_name = args.device
+    if world > 1 and args.device == "auto":
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per process, as torchrun assigns them
+            device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+    device = resolve_device(device_name)
+    many = args.seeds is not None
+    mine = sources[rank::world] if many else sources
+    out = Path(args.out)
+    for source in mine:
+        target = out / f"seed{source.seed:04d}" if many else out
+        start = time.perf_counter()
+        record = make_avatar(source, settings, target, device=device, resume=args.resume,
+                             overwrite=args.overwrite, progress=not args.no_progress)
+        _summary(target, record, time.perf_counter() - start)
+    if many:
+        print(f"rank {rank}/{world}: wrote {len(mine)} avatars under {out}", file=sys.stderr)
+    return 0
+
+
+def _summary(out, record: dict, seconds: float) -> None:
+    """The closing summary: where every output went and how long each stage took."""
+    lines = [f"avatar written to {out} in {seconds:.1f} s"]
+    for stage, secs in record["timings_seconds"].items():
+        lines.append(f"  {stage:<20} {secs:8.1f} s")
+    o = record["outputs"]
+    lines += [f"  sheet       {out}/{o['sheet']}", f"  GLB         {out}/{o['glb']} (morph targets: "
+              f"{', '.join(record['settings']['expressions'][i][0] for i in range(len(record['settings']['expressions'])))})",
+              f"  viewer      {out}/{o['viewer']} (open in a browser)",
+              f"  turntable   {', '.join(f'{out}/{t}' for t in o['turntable'])}",
+              f"  3D results  {out}/3d/<neutral|expression>/ (depth.npy, mesh.obj/.glb, normal.png, relight.png, ...)",
+              f"  record      {out}/avatar.json"]
+    print("\n".join(lines))
