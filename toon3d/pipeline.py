@@ -492,6 +492,7 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
         record = {
             "command": "toon3d avatar", "toon3d_version": _version(),
             "source": source.record(), "settings": settings.record(), "device": str(models.device),
+            "expressions": keys,
             "models": _models_record(models),
             "stages": {name: json.loads((work.folder(name) / STAGE_RECORD).read_text())
                        for name in ["faces", "edits"] + [f"shape_{k}" for k in ["neutral"] + keys]},

@@ -126,7 +126,7 @@ def _summary(out, record: dict, seconds: float) -> None:
         lines.append(f"  {stage:<20} {secs:8.1f} s")
     o = record["outputs"]
     lines += [f"  sheet       {out}/{o['sheet']}", f"  GLB         {out}/{o['glb']} (morph targets: "
-              f"{', '.join(record['settings']['expressions'][i][0] for i in range(len(record['settings']['expressions'])))})",
+              f"{', '.join(record['expressions'])})",
               f"  viewer      {out}/{o['viewer']} (open in a browser)",
               f"  turntable   {', '.join(f'{out}/{t}' for t in o['turntable'])}",
               f"  3D results  {out}/3d/<neutral|expression>/ (depth.npy, mesh.obj/.glb, normal.png, relight.png, ...)",
