@@ -15,4 +15,27 @@ if [ -f tools/facesjs/package.json ]; then
     echo "install.sh: warning: npm not found; 'toon3d data cartoons' needs Node.js >= 18 (apt-get install nodejs npm)" >&2
   fi
 fi
+# The avatar viewer: three.js bundled by esbuild into tools/viewer/dist/viewer.js (not in git),
+# and the Khronos glTF validator.
+if [ -f tools/viewer/package.json ]; then
+  if command -v npm >/dev/null; then
+    npm ci --prefix tools/viewer --silent --no-audit --no-fund
+    npm run build --prefix tools/viewer --silent
+  else
+    echo "install.sh: warning: npm not found; viewer.html and the glTF validator need Node.js >= 18 (apt-get install nodejs npm)" >&2
+  fi
+fi
+# Opt-in test extra: headless Chromium + playwright for the viewer test (tests/test_io_viewer.py
+# skips without them). Use `bash install.sh --with-browser` or TOON3D_TEST_BROWSER=1.
+if [ "${TOON3D_TEST_BROWSER:-0}" = 1 ] || [[ " $* " == *" --with-browser "* ]]; then
+  .venv/bin/pip install -q -e ".[test,browser]"
+  if ! command -v chromium >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } ||
+        echo "install.sh: warning: apt-get could not install chromium; the viewer test will be skipped" >&2
+    else
+      echo "install.sh: warning: chromium not found; install Debian's chromium (sudo apt-get install chromium) for the viewer test" >&2
+    fi
+  fi
+fi
 echo "install.sh: toon3d installed in .venv"

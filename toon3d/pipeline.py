@@ -481,8 +481,9 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
                 shutil.copy2(edits / f"cartoon_{key}.png", ef / "cartoon.png")
             files[key] = write_products(folder, products[key], renderer.K, settings.formats, settings.fps,
                                         view=results[key].get("view"))
-        neutral = (results["neutral"]["depth"], products["neutral"].texture)
-        morphs = {key: (results[key]["depth"], products[key].texture) for key in keys}
+        # Albedo, not the shaded image: the viewer lights the matte mesh itself (its light control).
+        neutral = (results["neutral"]["depth"], results["neutral"]["albedo"])
+        morphs = {key: (results[key]["depth"], results[key]["albedo"]) for key in keys}
         glb = write_avatar_glb(neutral, morphs, renderer.K.cpu(), tmp / "avatar.glb",
                                metadata={"toon3d": "avatar", "expressions": keys})
         write_viewer_html(glb, tmp / "viewer.html", title="toon3d avatar")
