@@ -1,0 +1,100 @@
+"""The ellipsoid shape prior of GAN2Shape (REFERENCE §6.6) and fitting a depth net to a target depth.
+
+`ellipsoid_depth` builds a sphere cap squeezed to the face mask's bounding box: depth `near` at
+the centre, rising to `far` at the rim and outside. The bounding box is adjusted per category as
+GAN2Shape does ('face': the box runs to the image bottom and loses width/12 on each side;
+'synface': the top moves up by a sixth of the height; 'box': unchanged). Rows are squeezed
+about the image centre row h/2 (the reference's `i' = (i − h/2)/ratio + h/2`), so for a box
+centred off h/2 the cap's centre moves vertically by (ratio − 1)·(c_y − h/2): kept for parity,
+`squeeze_about="box"` squeezes about the box centre instead.
+
+`fit_depth_to` trains a depth network so that its processed output (before the border clamp)
+matches a target: GAN2Shape's `init_netD_ellipsoid` (1000 Adam steps, lr 1e-4, weight decay
+5e-4, MSE).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toon3d.errors import Toon3dError
+
+PRIOR_KINDS = ("face", "synface", "box")
+
+
+def mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
+    """(max_y, min_y, max_x, min_x) pixel indices of the True pixels of mask [H,W]."""
+    if mask.dim() != 2:
+        raise Toon3dError(f"the prior's mask must be [H,W], got {tuple(mask.shape)}")
+    ys, xs = torch.nonzero(mask.bool(), as_tuple=True)
+    if ys.numel() == 0:
+        raise Toon3dError("the face mask is empty; check the mask threshold or the image")
+    return float(ys.max()), float(ys.min()), float(xs.max()), float(xs.min())
+
+
+def ellipsoid_depth(mask: torch.Tensor, kind: str = "face", near: float = 0.91, far: float = 1.02,
+                    radius: float = 0.4, squeeze_about: str = "image") -> torch.Tensor:
+    """Ellipsoid prior depth [H,W] from a face mask [H,W] (bool or 0/1): `near` at the centre, `far` at the rim and outside."""
+    if kind not in PRIOR_KINDS:
+        raise Toon3dError(f"unknown prior kind {kind!r}; choose one of {', '.join(PRIOR_KINDS)}")
+    if squeeze_about not in ("image", "box"):
+        raise Toon3dError(f"squeeze_about must be 'image' (GAN2Shape) or 'box', got {squeeze_about!r}")
+    if not 0 < far - near < radius:
+        raise Toon3dError(f"need 0 < far − near < radius, got near {near}, far {far}, radius {radius}")
+    h, w = mask.shape[-2:]
+    max_y, min_y, max_x, min_x = mask_box(mask)
+    if kind == "synface":
+        min_y = min_y - (max_y - min_y) / 6
+    elif kind == "face":
+        max_y = h - 1
+        width = max_x - min_x
+        max_x -= width / 12
+        min_x += width / 12
+    if max_x <= min_x or max_y <= min_y:
+        raise Toon3dError("the face mask is a line or a point; the prior needs a mask with width and height")
+    r_pixel = (max_x - min_x) / 2
+    ratio = (max_y - min_y) / (max_x - min_x)
+    c_x, c_y = (max_x + min_x) / 2, (max_y + min_y) / 2
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+    pivot = h / 2 if squeeze_about == "image" else c_y
+    rows = (rows - pivot) / ratio + pivot
+    cap = math.sqrt(radius ** 2 - (radius - (far - near)) ** 2)
+    dist = torch.sqrt((rows - c_y) ** 2 + (cols - c_x) ** 2)
+    inside = dist <= r_pixel
+    depth = radius - torch.sqrt((radius ** 2 - (dist / r_pixel * cap) ** 2).abs()) + near
+    return torch.where(inside, depth, torch.full_like(depth, far)).to(mask.device)
+
+
+def fit_depth_to(depth_net: nn.Module, image: torch.Tensor, target_depth: torch.Tensor, settings,
+                 steps: int = 1000, lr: float = 1e-4, wd: float = 5e-4, progress: bool = False) -> list[float]:
+    """Train depth_net (image [B,3,S,S] → [B,1,S,S]) so its processed depth before the border clamp matches
+    target_depth [S,S] or [B,S,S] (MSE, Adam(lr, wd)); returns the loss of every step."""
+    from tqdm import tqdm
+
+    from toon3d.shape.photo_geometry import check_image, depth_from_raw
+
+    if steps < 0:
+        raise Toon3dError(f"steps must be ≥ 0, got {steps}")
+    check_image(image, settings.size)
+    target = target_depth.to(image)
+    if target.dim() == 2:
+        target = target.unsqueeze(0)
+    if target.shape[1:] != image.shape[2:] or target.shape[0] not in (1, image.shape[0]):
+        raise Toon3dError(f"target depth {tuple(target_depth.shape)} does not fit images {tuple(image.shape)}")
+    target = target.expand(image.shape[0], -1, -1)
+    params = [p for p in depth_net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=wd)
+    losses = []
+    for _ in tqdm(range(steps), desc="fit depth prior", disable=not progress, dynamic_ncols=True):
+        _, raw_depth = depth_from_raw(depth_net(image)[:, 0], settings)
+        loss = F.mse_loss(raw_depth, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
