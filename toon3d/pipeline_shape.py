@@ -8,6 +8,7 @@ differ by what the expression changed. `--instant` stops at the pretrained netwo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,41 +17,52 @@ import torch.nn.functional as F
 from toon3d.errors import Toon3dError
 
 
-def _style_world(models) -> str | None:
-    """The built-in world whose pretrained reconstructor fits the style (None for user files)."""
+@dataclass(frozen=True)
+class ShapeOptions:
+    """How one image is reconstructed: the preset (+ ablations), instant or not, which pretrained start."""
+
+    preset: str = "cpu"
+    instant: bool = False
+    reconstructor: str | None = None      # FILE, or None for the style's built-in one
+    seed: int = 0
+    no_sym: bool = False
+    no_id: bool = False
+    perceptual: str | None = None         # None: the preset's
+
+
+def builtin_world(spec: str) -> str | None:
+    """The built-in world whose pretrained reconstructor fits generator `spec` (None for user files)."""
     from toon3d.shape.instant import SHAPE_WORLDS
 
-    style = models.settings.style
-    return style if style in SHAPE_WORLDS and not Path(style).exists() else None
+    return spec if spec in SHAPE_WORLDS and not Path(spec).exists() else None
 
 
-def _pretrained(models):
-    """(ShapeNets, GeometrySettings, meta, source) of the reconstructor the neutral starts from, or None."""
+def load_pretrained(spec: str, options: ShapeOptions, device):
+    """(ShapeNets, GeometrySettings, meta, source) of the reconstructor a reconstruction starts from, or None."""
     from toon3d.shape.instant import builtin_shape_path, load_shape_model
 
-    spec = models.settings.reconstructor
-    if spec is None:
-        world = _style_world(models)
+    path = options.reconstructor
+    if path is None:
+        world = builtin_world(spec)
         if world is None or not builtin_shape_path(world).is_file():
             return None
-        spec = str(builtin_shape_path(world))
-    elif not Path(spec).expanduser().is_file():
-        raise Toon3dError(f"--reconstructor {spec} not found; pass a shape_*.safetensors from toon3d train-shape")
-    nets, geometry, meta = load_shape_model(spec, device=models.device)
-    return nets, geometry, meta, spec
+        path = str(builtin_shape_path(world))
+    elif not Path(path).expanduser().is_file():
+        raise Toon3dError(f"--reconstructor {path} not found; pass a shape_*.safetensors from toon3d train-shape")
+    nets, geometry, meta = load_shape_model(Path(path).expanduser(), device=device)
+    return nets, geometry, meta, str(path)
 
 
-def _discriminator(models):
-    """The style's discriminator for L_dis features, or None (then the documented perceptual substitute)."""
+def load_style_discriminator(spec: str):
+    """(discriminator, source) of generator `spec` for L_dis features, or (None, None) (then the perceptual substitute)."""
     from toon3d.models import builtin_discriminator_path
     from toon3d.stylegan2.checkpoints import load_discriminator
 
-    style = models.settings.style
-    world = _style_world(models)
+    world = builtin_world(spec)
     if world is not None:
         path = builtin_discriminator_path(world)
         return (load_discriminator(path), str(path)) if path.is_file() else (None, None)
-    path = Path(style).expanduser()
+    path = Path(spec).expanduser()
     if path.suffix == ".pt":
         try:
             return load_discriminator(path), str(path)
@@ -59,78 +71,91 @@ def _discriminator(models):
     return None, None
 
 
-def _settings(models, pretrained, has_discriminator: bool):
-    from toon3d.shape.settings import preset
+def shape_settings(options: ShapeOptions, pretrained, has_discriminator: bool):
+    """The preset with the pretrained reconstructor's widths and size, the L_dis source and the ablations."""
+    from toon3d.shape.settings import preset, without
 
     overrides = {"dis_features": "discriminator" if has_discriminator else "perceptual"}
+    if options.perceptual is not None:
+        overrides["perceptual"] = options.perceptual
     if pretrained is not None:
         cfg = pretrained[0].config
         overrides.update(nf=cfg.nf, nf_vl=cfg.nf_vl, zdim=cfg.zdim, image_size=cfg.size)
-    return preset(models.settings.preset, **overrides)
+    settings = preset(options.preset, **overrides)
+    return without(settings, sym=options.no_sym, identity=options.no_id).check()
 
 
-def reconstruct_for_avatar(image: torch.Tensor, w: torch.Tensor, models, checkpoints: Path, init: Path | None,
-                           progress: bool, label: str) -> tuple[dict, dict, dict]:
-    """Cartoon image [1,3,S,S] in [-1,1] and its W code [1,D] → (result tensors, nets state, record for avatar.json)."""
+def reconstruct_generated(image: torch.Tensor, w: torch.Tensor, generator: torch.nn.Module, spec: str,
+                          options: ShapeOptions, device: torch.device, embedder_factory,
+                          checkpoints: Path | None, init: Path | None, progress: bool) -> tuple[dict, dict, dict]:
+    """A generator's image [1,3,S,S] in [-1,1] and its W code [1,D] → (result tensors, nets state, record).
+
+    result: depth [S,S], albedo [3,S,S], light [4], view [6], texture [3,S,S] (shaded canonical
+    image). `spec` names the generator (base | cartoon | toon | FILE) to find its pretrained
+    reconstructor and discriminator; `init` (an earlier result's nets.safetensors) overrides the
+    pretrained start; `embedder_factory()` gives the identity network when L_id is on.
+    """
     from safetensors.torch import load_file
 
     from toon3d.shape.losses import load_perceptual
     from toon3d.shape.renderer import Renderer
 
-    generator = models.style.generator
-    pretrained = _pretrained(models)
-    if models.settings.instant:
+    pretrained = load_pretrained(spec, options, device)
+    if options.instant:
         if pretrained is None:
-            raise Toon3dError("--instant needs a pretrained reconstructor: none is shipped for this style; pass "
+            raise Toon3dError(f"--instant needs a pretrained reconstructor: none is shipped for {spec}; pass "
                               "--reconstructor FILE (toon3d train-shape) or drop --instant")
         from toon3d.shape.instant import instant_reconstruct
 
         nets, geometry, meta, source = pretrained
-        x = _resize(image, geometry.size).to(models.device)
+        x = _resize(image, geometry.size).to(device)
         dec = instant_reconstruct(nets, x, geometry)
-        renderer = Renderer(geometry.renderer_settings(), device=models.device)
+        renderer = Renderer(geometry.renderer_settings(), device=device)
         texture, _ = renderer.shade(dec.albedo, dec.depth, dec.light)
         result = {"depth": dec.depth[0], "albedo": dec.albedo[0], "light": dec.light[0], "view": dec.view[0],
                   "texture": texture[0]}
-        state = {k: v for k, v in nets.state_dict().items()}
-        record = {"mode": "instant", "reconstructor": source}
-        models.shape_record = {"mode": "instant", "source": source}
-        return result, state, record
-    discriminator, d_source = _discriminator(models)
-    settings = _settings(models, pretrained, discriminator is not None)
+        return result, dict(nets.state_dict()), {"mode": "instant", "reconstructor": source}
+    discriminator, d_source = load_style_discriminator(spec)
+    settings = shape_settings(options, pretrained, discriminator is not None)
     if init is not None:
         nets_init = load_file(str(init))
-        start = f"the neutral's trained networks ({init.parent.name})"
+        start = f"earlier networks {init}"
     elif pretrained is not None:
         nets_init = {k: v for k, v in pretrained[0].state_dict().items() if not k.startswith("encoder.")}
         start = f"pretrained reconstructor {pretrained[3]}"
     else:
         nets_init = None
-        start = "ellipsoid prior (no pretrained reconstructor for this style)"
+        start = "ellipsoid prior (no pretrained reconstructor for this generator)"
     perceptual = load_perceptual(settings.perceptual) if settings.perceptual != "none" else None
-    embedder = models.embedder if settings.identity else None
-    x = _resize(image, settings.image_size)
-    result = _run(x, w, generator, settings, nets_init, discriminator, embedder, perceptual, models, checkpoints,
-                  progress)
+    embedder = embedder_factory() if settings.identity else None
+    from toon3d.shape.schedule import reconstruct_image
+
+    result = reconstruct_image(_resize(image, settings.image_size), w, generator, settings, nets_init=nets_init,
+                               discriminator=discriminator, identity_embedder=embedder, perceptual=perceptual,
+                               device=device, seed=options.seed, checkpoint_dir=checkpoints, progress=progress)
     out = {"depth": result.depth[0], "albedo": result.albedo[0], "light": result.light[0], "view": result.view[0],
            "texture": result.texture[0]}
-    record = {"mode": "gan2shape", "preset": models.settings.preset, "start": start, "label": label,
+    record = {"mode": "gan2shape", "preset": options.preset, "start": start,
               "discriminator_features": result.dis_features, "discriminator": d_source,
               "perceptual": settings.perceptual, "identity_loss": settings.identity,
-              "iterations": len(result.history), "image_size": settings.image_size,
-              "final_losses": result.history[-1] if result.history else None}
-    models.shape_record = {"mode": "gan2shape", "preset": models.settings.preset,
-                           "pretrained": None if pretrained is None else pretrained[3],
-                           "discriminator": d_source, "settings": settings.as_dict()}
+              "symmetry": any(settings.flip1) or any(settings.flip3), "iterations": len(result.history),
+              "image_size": settings.image_size, "seconds": round(result.seconds, 2),
+              "final_losses": result.history[-1] if result.history else None,
+              "pretrained": None if pretrained is None else pretrained[3], "settings": settings.as_dict()}
     return out, result.nets_state, record
 
 
-def _run(x, w, generator, settings, nets_init, discriminator, embedder, perceptual, models, checkpoints, progress):
-    from toon3d.shape.schedule import reconstruct_image
-
-    return reconstruct_image(x, w, generator, settings, nets_init=nets_init, discriminator=discriminator,
-                             identity_embedder=embedder, perceptual=perceptual, device=models.device,
-                             seed=models.settings.seed3d, checkpoint_dir=checkpoints, progress=progress)
+def reconstruct_for_avatar(image: torch.Tensor, w: torch.Tensor, models, checkpoints: Path, init: Path | None,
+                           progress: bool, label: str) -> tuple[dict, dict, dict]:
+    """The avatar's 3D stage for one cartoon image: `reconstruct_generated` with the run's style and settings."""
+    s = models.settings
+    options = ShapeOptions(preset=s.preset, instant=s.instant, reconstructor=s.reconstructor, seed=s.seed3d)
+    result, state, record = reconstruct_generated(image, w, models.style.generator, s.style, options, models.device,
+                                                  lambda: models.embedder, checkpoints, init, progress)
+    record["label"] = label
+    models.shape_record = {k: v for k, v in record.items() if k in ("mode", "preset", "pretrained", "reconstructor",
+                                                                    "discriminator", "perceptual")}
+    return result, state, record
 
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
