@@ -8,6 +8,10 @@ command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e ".[test]"
+# Data only, never imported (their imports need torchvision/onnxruntime): the LPIPS v0.1 heads
+# (lpips/weights/v0.1/vgg.pth) and insightface's 6-face test photo (data/images/t1.jpg).
+.venv/bin/pip install -q --no-deps lpips==0.1.4 insightface==2.1 ||
+  echo "install.sh: warning: lpips/insightface not installed; LPIPS needs --lpips-vgg and the t1.jpg tests skip" >&2
 if [ -f tools/facesjs/package.json ]; then
   if command -v npm >/dev/null; then
     npm ci --prefix tools/facesjs --silent --no-audit --no-fund

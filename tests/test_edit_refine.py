@@ -276,7 +276,10 @@ def test_identity_error_is_a_toon3d_error(monkeypatch):
     from toon3d.commands import edit as edit_cmd
 
     class Args:
-        identity, identity_weights = "lresnet", None
+        identity, identity_weights = "arcface", None
 
     with pytest.raises(Toon3dError, match="unknown identity embedder"):
+        edit_cmd._identity(Args, torch.device("cpu"))
+    Args.identity, Args.identity_weights = "lresnet", "/nonexistent/lresnet_casia.pth.tar"
+    with pytest.raises(Toon3dError, match="not found"):  # the paper's net: a user file, and where to get it
         edit_cmd._identity(Args, torch.device("cpu"))

@@ -58,6 +58,10 @@ class AvatarSettings:
     fps: float = 18.0
     formats: tuple[str, ...] = ("gif", "mp4")
     seed3d: int = 0                       # seed of the 3D stage's pseudo samples
+    expression_from: str | None = None    # a photo whose expression becomes the edits (toon3d/pipeline_drive.py)
+    drive: str | None = None              # a face video driving the morph targets (GLB animation, drive.mp4)
+    neutral: str | None = None            # the driving face's neutral photo (default: the video's first face)
+    drive_frames: int = 300               # at most this many video frames (read at ≤ 30 fps)
 
     def record(self) -> dict:
         """JSON-able settings (compared on --resume)."""
@@ -233,6 +237,7 @@ class AvatarModels:
         self.device = device
         self._human = self._style = self._embedder = None
         self._directions = None
+        self._expression_reader = None
 
     @property
     def human(self):
@@ -271,6 +276,15 @@ class AvatarModels:
             self._embedder = load_identity_embedder(self.settings.identity).to(self.device).eval()
         return self._embedder
 
+    @property
+    def expression_reader(self):
+        """dlib's detector and landmarks, reading faces cut to G_base's layout (--expression-from, --drive)."""
+        if self._expression_reader is None:
+            from toon3d.pipeline_drive import expression_reader
+
+            self._expression_reader = expression_reader(self)
+        return self._expression_reader
+
     def directions(self, progress: bool):
         """(Factorization, DirectionTable | None): the factor file's or a fresh factorisation of G_base."""
         if self._directions is None:
@@ -288,10 +302,27 @@ class AvatarModels:
                         table = candidate
             else:
                 factor = factorize(g, DEFAULT_VARIANT, None, ckpt=self.human.source)
-            if table is None and any(not n.isdigit() for n, _ in self.settings.expressions):
-                table = measure_directions(g, self.human.mean_latent.to(self.device), factor, progress=progress)
+            wants_table = self.settings.expression_from is not None or self.settings.drive is not None
+            if table is None and (wants_table or any(not n.isdigit() for n, _ in self.settings.expressions)):
+                table = measure_directions(g, self.human.mean_latent.to(self.device), factor, progress=progress,
+                                           oracle=self.oracle())
             self._directions = (factor, table)
         return self._directions
+
+    def oracle(self):
+        """The SynFace attribute oracle that names directions of the built-in base (None for other generators).
+
+        dlib's landmarks cannot read the built-in 64 px faces; the oracle reads SynFace's own
+        expression and pose parameters off them (it only measures, never optimises).
+        """
+        if self.settings.ckpt not in ("base", "default") or Path(self.settings.ckpt).exists():
+            return None
+        from toon3d.faces.attribute_oracle import load_attribute_oracle
+        from toon3d.models import WEIGHTS_DIR
+
+        if not any(WEIGHTS_DIR.glob("oracle*.safetensors")):
+            return None
+        return load_attribute_oracle().to(self.device).eval()
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -463,7 +494,8 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
     for key, r in results.items():
         products[key] = render_products(renderer, r["depth"], r["albedo"], r["light"], None, settings.frames,
                                         progress=progress)
-    inputs = [source.latent, source.photo, settings.factor]
+    inputs = [source.latent, source.photo, settings.factor, settings.expression_from, settings.drive,
+              settings.neutral]
     with atomic_dir(out, overwrite=overwrite, inputs=inputs) as tmp:
         faces, edits = work.folder("faces"), work.folder("edits")
         for name in ("human.png", "cartoon.png", "photo.png", "latent.safetensors"):
@@ -484,7 +516,10 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
         # Albedo, not the shaded image: the viewer lights the matte mesh itself (its light control).
         neutral = (results["neutral"]["depth"], results["neutral"]["albedo"])
         morphs = {key: (results[key]["depth"], results[key]["albedo"]) for key in keys}
-        glb = write_avatar_glb(neutral, morphs, renderer.K.cpu(), tmp / "avatar.glb",
+        from toon3d.pipeline_drive import package_transfer
+
+        animations, transfer_record, transfer_outputs = package_transfer(work, tmp, keys, models.device)
+        glb = write_avatar_glb(neutral, morphs, renderer.K.cpu(), tmp / "avatar.glb", animation=animations or None,
                                metadata={"toon3d": "avatar", "expressions": keys})
         write_viewer_html(glb, tmp / "viewer.html", title="toon3d avatar")
         for fmt in settings.formats:
@@ -496,7 +531,8 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
             "expressions": keys,
             "models": _models_record(models),
             "stages": {name: json.loads((work.folder(name) / STAGE_RECORD).read_text())
-                       for name in ["faces", "edits"] + [f"shape_{k}" for k in ["neutral"] + keys]},
+                       for name in ["faces", "edits"] + [f"shape_{k}" for k in ["neutral"] + keys]
+                       + [s for s in ("expression", "drive", "drive_video") if work.done(s)]},
             "timings_seconds": timings,
             "outputs": {"sheet": "sheet.png", "glb": "avatar.glb", "viewer": "viewer.html",
                         "turntable": [f"turntable.{f}" for f in settings.formats],
@@ -504,6 +540,8 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
                         "images": ["human.png", "cartoon.png"] + [f"edits/{k}/{d}.png" for k in keys
                                                                   for d in ("human", "cartoon")]},
         }
+        record.update(transfer_record)
+        record["outputs"].update(transfer_outputs)
         (tmp / "avatar.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -535,11 +573,15 @@ def make_avatar(source: AvatarSource, settings: AvatarSettings, out: str | os.Pa
 
     log = log or (lambda text: print(text, file=sys.stderr))
     check_settings(settings)
+    from toon3d.pipeline_drive import check_drive_settings
+
+    check_drive_settings(settings)
     sources = [x for x in (source.seed, source.latent, source.photo) if x is not None]
     if len(sources) != 1:
         raise Toon3dError("give exactly one of --seed, --latent or --photo")
     out = Path(out)
-    check_output_dir(out, overwrite, [source.latent, source.photo, settings.factor])
+    check_output_dir(out, overwrite, [source.latent, source.photo, settings.factor, settings.expression_from,
+                                      settings.drive, settings.neutral])
     device = device or torch.device("cpu")
     models = AvatarModels(settings, device)
     work = WorkFolder(out, {"source": source.record(), "settings": settings.record()}, resume, overwrite)
@@ -553,7 +595,17 @@ def make_avatar(source: AvatarSource, settings: AvatarSettings, out: str | os.Pa
         return folder
 
     faces = run("faces", lambda f: stage_faces(f, source, models, progress))
+    if settings.expression_from is not None:
+        from toon3d.pipeline_drive import settings_with_photo_expression, stage_expression_from
+
+        expression = run("expression", lambda f: stage_expression_from(f, settings, models, progress))
+        models.settings = settings = settings_with_photo_expression(settings, expression)
+        keys = [expression_key(n, s) for n, s in settings.expressions]
     edits = run("edits", lambda f: stage_edits(f, faces, models, progress))
+    if settings.drive is not None:
+        from toon3d.pipeline_drive import stage_drive, stage_drive_video
+
+        run("drive", lambda f: stage_drive(f, work, settings, models, keys, progress))
     from toon3d.io.images import load_image
 
     codes = _load_tensors(edits / "edits.safetensors")
@@ -565,6 +617,8 @@ def make_avatar(source: AvatarSource, settings: AvatarSettings, out: str | os.Pa
         image = load_image(edits / f"cartoon_{key}.png")[None]
         run(f"shape_{key}", lambda f, image=image, key=key: stage_shape(
             f, image, codes[key], models, work.path / f"ckpt_{key}", neutral / "nets.safetensors", progress, key))
+    if settings.drive is not None:
+        run("drive_video", lambda f: stage_drive_video(f, work, settings, models, keys, progress))
     start = time.perf_counter()
     record = stage_package(out, work, source, models, keys, overwrite, progress, timings)
     timings["package"] = round(time.perf_counter() - start, 3)

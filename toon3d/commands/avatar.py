@@ -4,6 +4,8 @@ Examples:
     toon3d avatar --seed 0 --out out/avatar
     toon3d avatar --seed 3 --style toon --expression smile=+3 --expression eyes_closed=+2 --out out/toon3
     toon3d avatar --photo me.jpg --out out/me
+    toon3d avatar --seed 0 --expression-from friend.jpg --out out/friend     # wear another face's expression
+    toon3d avatar --seed 0 --drive me_talking.mp4 --out out/driven           # GLB animation + drive.mp4
     torchrun --nproc-per-node 4 -m toon3d avatar --seeds 0-99 --out out/many    # one shard of the seeds per process
 """
 
@@ -39,6 +41,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--expression", action="append", default=None, metavar="NAME=STRENGTH",
                    help="an expression edit, repeatable: smile, mouth_open, eyes_closed, brows_up, yaw, pitch or a "
                         "SeFa index, with a strength in W (default: smile=+3 and mouth_open=+3)")
+    p.add_argument("--expression-from", default=None, metavar="PHOTO",
+                   help="wear the expression of the face in PHOTO: its mouth, eyes and brows (dlib's 68 landmarks) "
+                        "set the strengths of the named expression edits (replaces --expression)")
+    p.add_argument("--drive", default=None, metavar="VIDEO",
+                   help="animate the avatar from a face video: per-frame morph weights as a glTF animation in "
+                        "avatar.glb, and drive.mp4 (the video beside the avatar); default targets smile, "
+                        "mouth_open and eyes_closed")
+    p.add_argument("--neutral", default=None, metavar="PHOTO",
+                   help="the driving person's neutral face (default: the video's first face; for "
+                        "--expression-from the generator's average face)")
+    p.add_argument("--drive-frames", type=int, default=300,
+                   help="with --drive: at most this many frames, read at up to 30 fps (default 300)")
     p.add_argument("--factor", default=None, metavar="factor.pt", help="directions from toon3d directions "
                                                                        "(default: factorise G_base now)")
     p.add_argument("--refine", choices=["code", "paper", "off"], default="code",
@@ -68,12 +82,20 @@ def settings_from_args(args: argparse.Namespace):
     from toon3d.pipeline import DEFAULT_EXPRESSIONS, AvatarSettings, AvatarSource, parse_expression
     from toon3d.seeds import parse_seeds
 
-    expressions = tuple(parse_expression(e) for e in args.expression) if args.expression else DEFAULT_EXPRESSIONS
+    from toon3d.pipeline_drive import DRIVE_EXPRESSIONS
+
+    if args.expression and args.expression_from:
+        raise Toon3dError("--expression-from sets the expressions from the photo; drop --expression, or drop "
+                          "--expression-from")
+    defaults = DRIVE_EXPRESSIONS if args.drive and not args.expression_from else DEFAULT_EXPRESSIONS
+    expressions = tuple(parse_expression(e) for e in args.expression) if args.expression else defaults
     formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
     settings = AvatarSettings(ckpt=args.ckpt, style=args.style, blend=not args.no_blend, expressions=expressions,
                               truncation=args.truncation, refine=args.refine, factor=args.factor,
                               preset=args.preset, instant=args.instant, reconstructor=args.reconstructor,
-                              frames=args.frames, fps=args.fps, formats=formats)
+                              frames=args.frames, fps=args.fps, formats=formats,
+                              expression_from=args.expression_from, drive=args.drive, neutral=args.neutral,
+                              drive_frames=args.drive_frames)
     if args.seed is not None:
         text = str(args.seed).strip()
         if not text.isdigit() or int(text) >= 2**32:
@@ -131,4 +153,11 @@ def _summary(out, record: dict, seconds: float) -> None:
               f"  turntable   {', '.join(f'{out}/{t}' for t in o['turntable'])}",
               f"  3D results  {out}/3d/<neutral|expression>/ (depth.npy, mesh.obj/.glb, normal.png, relight.png, ...)",
               f"  record      {out}/avatar.json"]
+    if "drive" in record:
+        d = record["drive"]
+        lines.append(f"  drive       {out}/{o['drive']['video']} ({d['frames']} frames at {d['fps']:g} fps, face "
+                     f"found in {d['faces_found']}, {d['frames_held']} held; GLB animation 'drive')")
+    if "expression_from" in record:
+        edits = ", ".join(f"{n}={s:+.2f}" for n, s in record["expression_from"]["edits"]) or "none (neutral)"
+        lines.append(f"  expression  from {record['expression_from']['photo']}: {edits} ({out}/expression.png)")
     print("\n".join(lines))

@@ -9,6 +9,8 @@ Statistics, over the latents whose neutral image dlib's detector confirms as a f
 latents, flagged, when too few are):
 
   - ``std[m]``: the spread of measure m over the neutral images;
+  - ``mean[m]``: its mean there, the generator's average face (a single photo's expression is
+    measured from it, `toon3d.edit.expression_transfer`);
   - ``effect[k,s,m]``: mean of m(w + s·strength·n_k) − m(w), per sign s ∈ {+, −};
   - ``z[k,s,m] = effect / std``: the change in units of the natural spread;
   - ``slope[k,m] = (z[k,+,m] − z[k,−,m]) / 2``: the table's number;
@@ -17,6 +19,21 @@ latents, flagged, when too few are):
 A name resolves to the (k, s) maximising σ·z[k,s,m] for its measure m and wanted sign σ
 (`NAMES`): e.g. `eyes_closed` wants eye_open down. Each name is resolved on its own, so two
 names may share a direction (a pose direction often moves everything).
+
+On the built-in world an attribute oracle (`toon3d.faces.attribute_oracle`, pass `oracle=`)
+reads SynFace's own parameters off the same images, and the table gains oracle columns
+(`ORACLE_MEASURES`: smile, mouth_open, eyes_closed, brows_raised, yaw_deg, pitch_deg):
+
+  - ``oracle_effect[k,s,p]``: mean of p(w + s·strength·n_k) − p(w), in the parameter's units;
+  - ``oracle_slope[k,p] = (oracle_effect[k,+,p] − oracle_effect[k,−,p]) / (2·strength)``: the
+    change per unit of direction, the table's number.
+
+With an oracle, names resolve by it (`ORACLE_TARGETS`: the (k, s) maximising σ·oracle_effect
+for the name's parameter; yaw wants yaw_deg down, since SynFace's positive yaw turns the nose
+toward the image's left), whether or not dlib confirmed the faces; the landmark names stay in
+the table beside them. Only parameters the oracle reads well decide: an oracle that carries its
+held-out R² (`oracle.r2`) leaves a name whose parameter scored below `ORACLE_MIN_R2` to the
+landmarks, and the table says so. The oracle only measures: it never enters an optimisation.
 """
 
 from __future__ import annotations
@@ -42,6 +59,18 @@ NAMES: dict[str, tuple[str, int, str]] = {
     "yaw": ("yaw", +1, "nose toward the image's right"),
     "pitch": ("pitch", +1, "head tilted down, chin foreshortened"),
 }
+# name → (SynFace parameter the oracle reads, wanted sign): the same meaning as NAMES.
+ORACLE_TARGETS: dict[str, tuple[str, int]] = {
+    "smile": ("smile", +1),
+    "mouth_open": ("mouth_open", +1),
+    "eyes_closed": ("eyes_closed", +1),
+    "brows_up": ("brows_raised", +1),
+    "yaw": ("yaw_deg", -1),
+    "pitch": ("pitch_deg", +1),
+}
+ORACLE_MEASURES = tuple(param for param, _ in ORACLE_TARGETS.values())
+# An oracle parameter names directions only when the oracle's held-out R² for it reaches this.
+ORACLE_MIN_R2 = 0.5
 DEFAULT_TOP = 10
 DEFAULT_SAMPLES = 64
 DEFAULT_STRENGTH = 3.0
@@ -89,16 +118,32 @@ class DirectionTable:
     names: dict[str, dict | None] = field(default_factory=dict)
     checksum: str = ""
     singular: list[float] | None = None
+    oracle_effect: np.ndarray | None = None   # [K,2,len(ORACLE_MEASURES)] (sign + then −), parameter units
+    oracle_names: dict[str, dict | None] | None = None
+    mean: np.ndarray | None = None            # [M] (None in tables written before it was stored)
 
     @property
     def slope(self) -> np.ndarray:
         """[K,M]: (z(+) − z(−)) / 2."""
         return (self.z[:, 0] - self.z[:, 1]) / 2
 
+    @property
+    def oracle_slope(self) -> np.ndarray | None:
+        """[K,len(ORACLE_MEASURES)]: oracle parameter change per unit of direction, (effect(+) − effect(−)) / 2·strength."""
+        if self.oracle_effect is None:
+            return None
+        return (self.oracle_effect[:, 0] - self.oracle_effect[:, 1]) / (2 * self.strength)
+
     def resolve(self, name: str) -> tuple[int, int]:
-        """(index, sign) of a named direction; a one-line error when this table could not name it."""
+        """(index, sign) of a named direction (by the oracle when measured); a one-line error when unnamed."""
         if name not in NAMES:
             raise Toon3dError(f"unknown direction {name!r}; pass an index or one of {', '.join(NAMES)}")
+        if self.oracle_names is not None and name in self.oracle_names:
+            found = self.oracle_names[name]
+            if found is None:
+                raise Toon3dError(f"no measured direction moves the oracle's {ORACLE_TARGETS[name][0]} the way "
+                                  f"{name!r} needs; pass a numeric --direction")
+            return int(found["index"]), int(found["sign"])
         if not self.named:
             raise Toon3dError(f"directions could not be named: {self.reason}; pass a numeric --direction "
                               "(0 = strongest)")
@@ -110,11 +155,20 @@ class DirectionTable:
 
     def to_json(self) -> dict:
         measures = list(MEASURES)
-        return {
+        oracle = None
+        if self.oracle_effect is not None:
+            oracle = {"measures": list(ORACLE_MEASURES), "names": self.oracle_names,
+                      "directions": [{"index": k,
+                                      "slope_per_unit": dict(zip(ORACLE_MEASURES, map(float, self.oracle_slope[i]))),
+                                      "plus": dict(zip(ORACLE_MEASURES, map(float, self.oracle_effect[i, 0]))),
+                                      "minus": dict(zip(ORACLE_MEASURES, map(float, self.oracle_effect[i, 1])))}
+                                     for i, k in enumerate(self.indices)]}
+        return {"oracle": oracle,
             "measures": measures, "strength": self.strength, "truncation": self.truncation,
             "samples": self.samples, "seed": self.seed, "faces_confirmed": self.confirmed,
             "named": self.named, "reason": self.reason, "checksum": self.checksum,
             "std": dict(zip(measures, map(float, self.std))),
+            "mean": None if self.mean is None else dict(zip(measures, map(float, self.mean))),
             "names": self.names,
             "directions": [
                 {"index": k, "singular_value": None if self.singular is None else self.singular[i],
@@ -134,6 +188,12 @@ class DirectionTable:
         rows = data["directions"]
         effect = np.array([[[r[s]["effect"][m] for m in measures] for s in ("plus", "minus")] for r in rows])
         z = np.array([[[r[s]["z"][m] for m in measures] for s in ("plus", "minus")] for r in rows])
+        oracle = data.get("oracle")
+        oracle_effect = oracle_names = None
+        if oracle is not None:
+            oracle_effect = np.array([[[r[s][m] for m in ORACLE_MEASURES] for s in ("plus", "minus")]
+                                      for r in oracle["directions"]]).reshape(len(rows), 2, len(ORACLE_MEASURES))
+            oracle_names = dict(oracle["names"])
         return cls(indices=[int(r["index"]) for r in rows], strength=float(data["strength"]),
                    truncation=float(data["truncation"]), samples=int(data["samples"]), seed=int(data["seed"]),
                    confirmed=int(data["faces_confirmed"]), named=bool(data["named"]), reason=str(data["reason"]),
@@ -142,7 +202,8 @@ class DirectionTable:
                    agreement=np.array([[r["agreement"][m] for m in measures] for r in rows]).reshape(len(rows), -1),
                    names=dict(data["names"]), checksum=str(data["checksum"]),
                    singular=[r["singular_value"] for r in rows] if rows and rows[0]["singular_value"] is not None
-                   else None)
+                   else None, oracle_effect=oracle_effect, oracle_names=oracle_names,
+                   mean=np.array([data["mean"][m] for m in measures]) if data.get("mean") else None)
 
     def to_markdown(self, title: str = "Directions") -> str:
         lines = [f"# {title}", ""]
@@ -162,7 +223,21 @@ class DirectionTable:
             sv = "" if self.singular is None else f"{self.singular[i]:.3g}"
             cells = [f"{self.slope[i, j]:+.2f} ({self.agreement[i, j]:.0%})" for j in range(len(MEASURES))]
             lines.append(f"| {k} | {sv} | " + " | ".join(cells) + " |")
-        lines += ["", "| name | measure | direction | sign | z from neutral |", "|---|---|---|---|---|"]
+        if self.oracle_effect is not None:
+            lines += ["", "Attribute oracle (SynFace's parameters read off the same images): change per unit of "
+                      "direction, (p(w + s·n) − p(w − s·n)) / 2s, in parameter units (expressions 0..1, angles in "
+                      "degrees).", "",
+                      "| direction | " + " | ".join(ORACLE_MEASURES) + " |", "|" + "---|" * (1 + len(ORACLE_MEASURES))]
+            for i, k in enumerate(self.indices):
+                lines.append(f"| {k} | " + " | ".join(f"{v:+.3g}" for v in self.oracle_slope[i]) + " |")
+        if self.oracle_names is None:
+            by = "the landmarks"
+        else:
+            left = [n for n in NAMES if n not in self.oracle_names]
+            by = "the oracle" + (f" ({', '.join(left)}: by the landmarks, the oracle reads their parameters with "
+                                 f"held-out R² below {ORACLE_MIN_R2:g})" if left else "")
+        lines += ["", f"Names resolved by {by}.", "",
+                  "| name | landmark measure | direction | sign | z from neutral |", "|---|---|---|---|---|"]
         for name, (measure, want, what) in NAMES.items():
             found = self.names.get(name) if self.named else None
             if found is None:
@@ -170,6 +245,16 @@ class DirectionTable:
             else:
                 lines.append(f"| {name} ({what}) | {measure} {'up' if want > 0 else 'down'} | {found['index']} | "
                              f"{'+' if found['sign'] > 0 else '−'} | {found['score']:+.2f} |")
+        if self.oracle_names is not None:
+            lines += ["", "| name | oracle parameter | direction | sign | change from neutral |", "|---|---|---|---|---|"]
+            for name, (param, want) in ORACLE_TARGETS.items():
+                if name not in self.oracle_names:
+                    continue
+                found = self.oracle_names[name]
+                head = f"| {name} | {param} {'up' if want > 0 else 'down'} |"
+                lines.append(f"{head} – | – | – |" if found is None else
+                             f"{head} {found['index']} | {'+' if found['sign'] > 0 else '−'} | "
+                             f"{found['change']:+.3g} |")
         lines.append("")
         return "\n".join(lines)
 
@@ -193,8 +278,12 @@ def measure_directions(generator: nn.Module, mean_latent: torch.Tensor, factor: 
                        top: int = DEFAULT_TOP, samples: int = DEFAULT_SAMPLES, strength: float = DEFAULT_STRENGTH,
                        truncation: float = DEFAULT_TRUNCATION, seed: int = 0, batch: int = 16,
                        landmarks: FaceLandmarks | None = None, noise_mode: str = "const",
-                       progress: bool | None = None) -> DirectionTable:
-    """Measure the top directions of `factor` on `generator` (G_base) and resolve `NAMES`."""
+                       progress: bool | None = None, oracle=None) -> DirectionTable:
+    """Measure the top directions of `factor` on `generator` (G_base) and resolve `NAMES`.
+
+    `oracle`: an attribute oracle (`predict(images [B,3,S,S]) → [B,P]`, `index(param)`) for the
+    built-in world; it adds the oracle columns and then decides the names.
+    """
     from tqdm import tqdm
 
     if not 1 <= top <= factor.dim:
@@ -208,6 +297,9 @@ def measure_directions(generator: nn.Module, mean_latent: torch.Tensor, factor: 
     n_latent, indices = generator.n_latent, list(range(top))
     neutral = np.empty((samples, len(MEASURES)))
     edited = np.empty((top, 2, samples, len(MEASURES)))
+    columns = None if oracle is None else [oracle.index(p) for p in ORACLE_MEASURES]
+    o_neutral = np.empty((samples, len(ORACLE_MEASURES)))
+    o_edited = np.empty((top, 2, samples, len(ORACLE_MEASURES)))
     confirmed = np.zeros(samples, dtype=bool)
     chunks = list(range(0, samples, batch))
     disable = None if progress is None else not progress
@@ -216,15 +308,22 @@ def measure_directions(generator: nn.Module, mean_latent: torch.Tensor, factor: 
             wc = w[start:start + batch]
             images = _images(generator, apply_direction(wc, torch.zeros_like(wc[0]), n_latent), noise_mode)
             neutral[start:start + len(wc)] = face_measures(landmarks.landmarks(images))
+            if oracle is not None:
+                o_neutral[start:start + len(wc)] = _oracle_values(oracle, images, columns)
             confirmed[start:start + len(wc)] = landmarks.confirmed(images)
             bar.update(1)
             for k in indices:
                 n = factor.eigvec[:, k].to(wc)
                 ws = torch.cat([apply_direction(wc, strength * n, n_latent, factor.layers),
                                 apply_direction(wc, -strength * n, n_latent, factor.layers)])
-                m = face_measures(landmarks.landmarks(_images(generator, ws, noise_mode)))
+                pictures = _images(generator, ws, noise_mode)
+                m = face_measures(landmarks.landmarks(pictures))
                 edited[k, 0, start:start + len(wc)] = m[:len(wc)]
                 edited[k, 1, start:start + len(wc)] = m[len(wc):]
+                if oracle is not None:
+                    o = _oracle_values(oracle, pictures, columns)
+                    o_edited[k, 0, start:start + len(wc)] = o[:len(wc)]
+                    o_edited[k, 1, start:start + len(wc)] = o[len(wc):]
                 bar.update(1)
     count = int(confirmed.sum())
     need = max(MIN_FACES, math.ceil(MIN_FACE_FRACTION * samples))
@@ -249,5 +348,34 @@ def measure_directions(generator: nn.Module, mean_latent: torch.Tensor, factor: 
         names[name] = ({"index": indices[k], "sign": 1 if s == 0 else -1, "score": best, "measure": measure}
                        if named and best > 0 else None)
     singular = None if factor.singular is None else [float(v) for v in factor.singular[:top]]
+    oracle_effect = oracle_names = None
+    if oracle is not None:
+        oracle_effect = (o_edited - o_neutral[None, None]).mean(2)  # over all latents: no detector needed
+        r2 = getattr(oracle, "r2", None) or {}
+        trusted = {p for p in ORACLE_MEASURES if r2.get(p, 1.0) >= ORACLE_MIN_R2}
+        oracle_names = resolve_by_oracle(oracle_effect, indices, trusted)
     return DirectionTable(indices, float(strength), float(truncation), samples, int(seed), count, named, reason,
-                          std, effect, z, agreement, names, factor_checksum(factor, top), singular)
+                          std, effect, z, agreement, names, factor_checksum(factor, top), singular,
+                          oracle_effect, oracle_names, neutral[use].mean(0))
+
+
+def _oracle_values(oracle, images: torch.Tensor, columns: list[int]) -> np.ndarray:
+    return oracle.predict(images)[:, columns].double().cpu().numpy()
+
+
+def resolve_by_oracle(oracle_effect: np.ndarray, indices: list[int],
+                      trusted: set[str] | None = None) -> dict[str, dict | None]:
+    """Names from oracle effects [K,2,len(ORACLE_MEASURES)]: the (k, s) moving each name's parameter most its way.
+
+    Names whose parameter is not in `trusted` (None: all) are left out, for the landmarks to decide.
+    """
+    names: dict[str, dict | None] = {}
+    for name, (param, want) in ORACLE_TARGETS.items():
+        if trusted is not None and param not in trusted:
+            continue
+        scores = want * oracle_effect[:, :, ORACLE_MEASURES.index(param)]
+        k, s = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        best = float(scores[k, s])
+        names[name] = ({"index": indices[k], "sign": 1 if s == 0 else -1, "change": want * best, "param": param}
+                       if best > 0 else None)
+    return names

