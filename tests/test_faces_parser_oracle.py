@@ -19,7 +19,7 @@ from toon3d.edit.naming import (
     sample_w,
 )
 from toon3d.errors import Toon3dError
-from toon3d.faces.attribute_oracle import ORACLE_PARAMS, AttributeOracle, edit_change, load_attribute_oracle
+from toon3d.faces.attribute_oracle import ORACLE_PARAMS, READABLE_R2, edit_change, load_attribute_oracle
 from toon3d.faces.mask_rule import face_mask_from_parsing
 from toon3d.faces.synface_parser import PARSER_CLASSES, PARSER_TO_CELEBAMASK, load_synface_parser
 from toon3d.faces.synface_training import (
@@ -44,10 +44,14 @@ from dlib_helpers import one_line_error
 
 # Data-set seed of the test faces: the parser and oracle trained on seed 1000 and were scored on 2000.
 FRESH_SEED = 3000
-# Thresholds, a margin below what the shipped weights measure on fresh faces (docs/faces.md, cards).
-PARSER_MIN_PIXEL_ACCURACY = 0.93
-PARSER_MIN_MASK_IOU = {"seed": 0.97, "face": 0.93}
-ORACLE_MIN_R2 = {"expression": 0.7, "pose": 0.9, "identity": 0.5}
+# Thresholds, a margin below what the shipped weights measure on held-out faces (docs/faces.md, cards):
+# parser pixel accuracy 0.970, mask IoU 0.989 / 0.954; oracle R² expression 0.415, pose 0.934,
+# identity 0.186; mouth_open 0.847, eyes_closed 0.664, yaw 0.967, pitch 0.964 (smile 0.06 and
+# brows_raised 0.09 are not readable at 64 px: naming leaves them to the landmarks).
+PARSER_MIN_PIXEL_ACCURACY = 0.95
+PARSER_MIN_MASK_IOU = {"seed": 0.975, "face": 0.93}
+ORACLE_R2_FLOOR = {"expression": 0.3, "pose": 0.85, "identity": 0.1}
+ORACLE_R2_FLOOR_PARAM = {"mouth_open": 0.7, "eyes_closed": 0.5, "yaw_deg": 0.9, "pitch_deg": 0.9}
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +79,13 @@ def test_shipped_oracle_reads_fresh_synface_parameters():
     params = SynFaceParams.sample(256, seed=FRESH_SEED, start=1000)
     images = render_labelled(params, 64)["image"]
     scores = r2_scores(oracle.predict_unit(images), unit_targets(params.to_tensor(), oracle.params), oracle.params)
-    for group, least in ORACLE_MIN_R2.items():
+    for group, least in ORACLE_R2_FLOOR.items():
         assert scores["r2_group"][group] > least, (group, scores["r2_group"])
-    assert min(scores["r2"][p] for p in ("smile", "mouth_open", "eyes_closed", "yaw_deg", "pitch_deg")) > 0.6, scores
+    for param, least in ORACLE_R2_FLOOR_PARAM.items():
+        assert scores["r2"][param] > least, (param, scores["r2"][param])
+    # The shipped file carries its held-out R², and naming trusts exactly the readable parameters.
+    assert oracle.r2 is not None and oracle.r2["yaw_deg"] > READABLE_R2 > oracle.r2["smile"]
+    assert READABLE_R2 == ORACLE_MIN_R2
     assert oracle.params == ORACLE_PARAMS and (WEIGHTS_DIR / "oracle_synface.safetensors").stat().st_size < 2_000_000
     # Parameter units: yaw in degrees within SynFace's ±40.
     yaw = oracle.predict(images)[:, oracle.index("yaw_deg")]
@@ -87,15 +95,21 @@ def test_shipped_oracle_reads_fresh_synface_parameters():
 
 def test_edit_change_measures_the_target_and_identity_drift():
     oracle = load_attribute_oracle()
-    base = SynFaceParams.sample(16, seed=FRESH_SEED, start=2000).replace(smile=0.0, mouth_open=0.0, yaw_deg=0.0)
+    base = SynFaceParams.sample(16, seed=FRESH_SEED, start=2000).replace(mouth_open=0.0, yaw_deg=0.0)
     neutral = render_labelled(base, 64)["image"]
-    smiling = render_labelled(base.replace(smile=1.0), 64)["image"]
-    same = edit_change(oracle, neutral, neutral, "smile")
+    opened = render_labelled(base.replace(mouth_open=1.0), 64)["image"]
+    same = edit_change(oracle, neutral, neutral, "mouth_open")
     assert float(same["identity_drift"].abs().max()) == 0 and float(same["target_change"].abs().max()) == 0
-    moved = edit_change(oracle, neutral, smiling, "smile")
-    # A pure smile: the smile reading rises a lot, identity parameters barely move.
-    assert float(moved["target_change"].mean()) > 0.5
+    moved = edit_change(oracle, neutral, opened, "mouth_open")
+    # A pure mouth opening (0 → 1): the reading rises by most of it (0.85 measured), the readable identity
+    # parameters barely move (0.06 of their ranges, RMS), and a new identity moves them far more.
+    assert float(moved["target_change"].mean()) > 0.6
     assert float(moved["identity_drift"].mean()) < 0.1
+    assert set(moved["drift_params"]) >= {"skin_tone", "hair_color"} and "nose_width" not in moved["drift_params"]
+    other = render_labelled(SynFaceParams.sample(16, seed=FRESH_SEED, start=3000).replace(mouth_open=0.0,
+                                                                                         yaw_deg=0.0), 64)["image"]
+    assert float(edit_change(oracle, neutral, other)["identity_drift"].mean()) > 2 * float(
+        moved["identity_drift"].mean())
     assert "does not predict" in one_line_error(oracle.index, "bg_hue")
 
 

@@ -281,6 +281,13 @@ def test_face_loss_terms_and_gradients():
     assert image.grad.abs().sum() > 0
     result = P.project(g, target, loss, fast(steps=4))
     assert result.latent.shape == (1, STYLE_DIM)
+    # the FFHQ chip comes from a new embedder sharing the network; the caller's keeps its own chip
+    from toon3d.invert.losses import embedder_for_layout
+
+    mine = loss.embedder
+    before = mine.grid.clone()
+    placed = embedder_for_layout(mine, "ffhq")
+    assert placed.net is mine.net and torch.equal(mine.grid, before) and not torch.equal(placed.grid, before)
 
 
 def test_ffhq_chip_grid_sits_where_ffhq_faces_are():
@@ -324,6 +331,7 @@ def test_encoder_resume_after_a_kill_is_exact(tmp_path):
     assert "other generator weights" in one_line_error(elsewhere.load)
 
 
+@pytest.mark.slow  # three processes, ~30 CPU s; test_encoder_resume_after_a_kill_is_exact covers it in-process
 def test_train_encoder_killed_and_resumed_matches_an_uninterrupted_run(tmp_path, tiny_file):
     import os
     import signal
@@ -335,7 +343,7 @@ def test_train_encoder_killed_and_resumed_matches_an_uninterrupted_run(tmp_path,
 
     def command(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "toon3d", "train-encoder", "--ckpt", str(tiny_file), "--out", str(out),
-                "--iters", "300", "--batch", "2", "--ckpt-every", "1", "--eval-every", "1000", "--threads", "1",
+                "--iters", "60", "--batch", "2", "--ckpt-every", "1", "--eval-every", "1000", "--threads", "1",
                 "--no-progress", *extra]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -243,13 +243,14 @@ def test_layout_prior_mask_is_the_face_box():
     assert mask.sum() == len(rows) * len(cols)
 
 
-def test_view_and_light_nets_get_their_own_learning_rate(toon_folder):
-    run = PretrainRun("unused", tiny_config(toon_folder, lr=2e-4, lr_vl_mult=5.0), None, source=FixedImages())
-    slow, fast = run.opt.param_groups
-    assert slow["lr"] == pytest.approx(2e-4) and fast["lr"] == pytest.approx(1e-3)
-    vl = {id(p) for p in [*run.nets.view.parameters(), *run.nets.light.parameters()]}
-    assert {id(p) for p in fast["params"]} == vl
-    assert not vl & {id(p) for p in slow["params"]}
+def test_each_net_gets_its_learning_rate_multiplier(toon_folder):
+    run = PretrainRun("unused", tiny_config(toon_folder, lr=2e-4, lr_mults=(1.0, 3.0, 5.0, 5.0, 0.5)), None,
+                      source=FixedImages())
+    parts = [run.nets.depth, run.nets.albedo, run.nets.view, run.nets.light, run.conf]
+    assert [g["lr"] for g in run.opt.param_groups] == pytest.approx([2e-4, 6e-4, 1e-3, 1e-3, 1e-4])
+    for group, part in zip(run.opt.param_groups, parts):
+        assert {id(p) for p in group["params"]} == {id(p) for p in part.parameters()}
+    assert "--lr-mults" in one_line_error(replace(tiny_config(toon_folder), lr_mults=(1.0, 1.0)).check)
 
 
 def test_pseudo_sample_term_trains_view_and_light_on_rendered_poses(toon_folder):

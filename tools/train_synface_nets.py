@@ -120,11 +120,14 @@ def parser_sheet(parser: SynFaceParser, sets: list[torch.Tensor], path: Path, n:
 
 
 def card(path: Path, name: str, what: str, config: dict, record: dict, figures: dict, files: list[Path],
-         notes: str, data: str) -> None:
+         notes: str, provenance: dict) -> None:
     from toon3d.train.ship import machine_description, write_card
 
-    phase = {"what": what, "command": COMMAND, "iterations": record["steps_done"],
-             "minutes": round(record["cpu_seconds"] / 60, 1), "data": data}
+    command = provenance["command"]
+    if command != COMMAND:
+        command += f"   # scored and shipped by: {COMMAND}"
+    phase = {"what": what, "command": command, "iterations": record["steps_done"],
+             "minutes": round(record["cpu_seconds"] / 60, 1), "data": provenance["data"]}
     write_card(path, name, config, {"phases": [phase], "machine": machine_description() + ", 1 thread",
                                     "figures": figures}, files, notes)
 
@@ -178,17 +181,22 @@ def main() -> None:
         run_file = args.out / f"{kind}.safetensors"
         settings = TrainSettings(steps=args.parser_steps if kind == "parser" else args.oracle_steps,
                                  batch=args.batch, seed=args.seed, cpu_budget_s=args.cpu_budget)
+        provenance = {"command": COMMAND, "data": data}
         if args.eval_only:
-            record = json.loads((args.out / f"{kind}_figures.json").read_text())["training"]
+            from toon3d.io.checkpoint import load_model_file
+
+            stored = load_model_file(run_file).meta
+            record = stored["training"]
+            provenance = {"command": stored.get("command", "unrecorded"), "data": stored.get("data", data)}
         elif kind == "parser":
             net, record = train_parser(train, settings, ParserConfig())
-            save_model(run_file, net.state_dict(), parser_config_dict(net.config), {"training": record})
+            save_model(run_file, net.state_dict(), parser_config_dict(net.config), {"training": record, **provenance})
         else:
             parser = load_synface_parser(args.out / "parser.safetensors").net
             net, record = train_oracle(train, settings, OracleConfig(), parser=parser)
             r2 = oracle_figures(AttributeOracle(net), heldout, toon, base)["heldout_synface"]["r2"]
             save_model(run_file, net.state_dict(), oracle_config_dict(net.config),
-                       {"training": record, "heldout_r2": r2})
+                       {"training": record, "heldout_r2": r2, **provenance})
         model = load_synface_parser(run_file) if kind == "parser" else load_attribute_oracle(run_file)
         figures = (parser_figures if kind == "parser" else oracle_figures)(model, heldout, toon, base)
         (args.out / f"{kind}_figures.json").write_text(json.dumps({"training": record, "figures": figures},
@@ -200,7 +208,7 @@ def main() -> None:
         if args.ship:
             name = PARSER_NAME if kind == "parser" else ORACLE_NAME
             config = parser_config_dict(model.net.config) if kind == "parser" else oracle_config_dict(model.net.config)
-            meta = {"training": record, "command": COMMAND}
+            meta = {"training": record, **provenance}
             if kind == "oracle":
                 meta["heldout_r2"] = figures["heldout_synface"]["r2"]
             weights = save_model(WEIGHTS_DIR / f"{name}.safetensors", half_state(model.net), config, meta)
@@ -208,7 +216,7 @@ def main() -> None:
             what = ("SynFace parser: weighted cross-entropy on SynFace ground truth (ears/neck split from skin)"
                     if kind == "parser" else "attribute oracle: MSE on range-scaled SynFace parameters")
             card(WEIGHTS_DIR / f"{name}.md", name, what, config, record, summary_lines(figures, kind),
-                 [weights], notes, data)
+                 [weights], notes, provenance)
             print("shipped", weights)
 
 
@@ -219,12 +227,14 @@ NOTES = {
                "the low-level feature loss of `toon3d edit` on the built-in generators. Figures: held-out "
                "SynFace faces (another data-set seed), the same faces drawn in the toon style (out of domain), "
                "and built-in base generator samples scored against the SynFace renders of their latents (the "
-               "images the decoder was trained to reproduce)."),
+               "images the decoder was trained to reproduce). Training minutes are process CPU time at 1 thread "
+               "(the machine was shared); the full figures JSON is written beside the run's weights."),
     "oracle": ("The built-in world's attribute oracle (`toon3d.faces.attribute_oracle`): a small CNN trained on "
                "SynFace renders to predict the identity, expression and pose parameters SynFace drew, each "
                "rescaled to its range. It names SeFa directions and measures edits; it is never used inside an "
                "optimisation. Figures: R² on held-out SynFace faces (another data-set seed), the same faces in "
-               "the toon style (out of domain), and built-in base generator samples against params_from_latent(z)."),
+               "the toon style (out of domain), and built-in base generator samples against params_from_latent(z). "
+               "Training minutes are process CPU time at 1 thread (the machine was shared)."),
 }
 
 

@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iters", type=int, default=3000, help="iterations to train to (default 3000)")
     parser.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    parser.add_argument("--lr-vl-mult", type=float, default=1.0,
-                        help="learning-rate multiplier of the view and light nets (default 1, Unsup3d)")
+    parser.add_argument("--lr-mults", type=float, nargs=5, default=[1.0] * 5, metavar=("D", "A", "V", "L", "C"),
+                        help="learning-rate multipliers of the depth, albedo, view, light and confidence nets "
+                             "(default 1 1 1 1 1, Unsup3d)")
     parser.add_argument("--lam-perc", type=float, default=1.0, help="perceptual weight λ_p (default 1, Unsup3d)")
     parser.add_argument("--lam-flip", type=float, default=0.5, help="mirrored-reconstruction weight λ_f (default 0.5)")
     parser.add_argument("--lam-smooth", type=float, default=0.01,
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return _instant(args, out)
     cfg = PretrainConfig(source="folder" if args.data else "generator", data=args.data or args.ckpt,
                          size=args.size, nf=args.nf, nf_vl=args.nf_vl, zdim=args.zdim, batch=args.batch,
-                         iters=args.iters, lr=args.lr, lr_vl_mult=args.lr_vl_mult, lam_perc=args.lam_perc,
+                         iters=args.iters, lr=args.lr, lr_mults=tuple(args.lr_mults), lam_perc=args.lam_perc,
                          lam_flip=args.lam_flip, lam_smooth=args.lam_smooth,
                          lam_pseudo=args.lam_pseudo, confidence=not args.no_confidence,
                          perceptual=args.perceptual, truncation=args.truncation,

@@ -69,7 +69,8 @@ ORACLE_TARGETS: dict[str, tuple[str, int]] = {
     "pitch": ("pitch_deg", +1),
 }
 ORACLE_MEASURES = tuple(param for param, _ in ORACLE_TARGETS.values())
-# An oracle parameter names directions only when the oracle's held-out R² for it reaches this.
+# An oracle parameter names directions only when the oracle's held-out R² for it reaches this
+# (`toon3d.faces.attribute_oracle.READABLE_R2`, kept equal by a test).
 ORACLE_MIN_R2 = 0.5
 DEFAULT_TOP = 10
 DEFAULT_SAMPLES = 64

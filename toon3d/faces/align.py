@@ -48,6 +48,7 @@ from PIL import Image
 
 from toon3d.errors import Toon3dError
 from toon3d.io.photos import Photo, photo_from_array, read_photo
+from toon3d.metrics.face_descriptor import fit_similarity
 from toon3d.synth import layout as synface_layout
 
 DETECT_MAX_SIDE = 1024
@@ -136,17 +137,6 @@ def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
     y = np.array([-x[1], x[0]])
     c = eye_avg + eye_to_mouth * 0.1
     return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
-
-
-def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity taking points src [N,2] to dst [N,2]: [2,3] (x' = A·[x,y,1])."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    rows = np.zeros((2 * len(src), 4))
-    rows[0::2] = np.stack([src[:, 0], -src[:, 1], np.ones(len(src)), np.zeros(len(src))], 1)
-    rows[1::2] = np.stack([src[:, 1], src[:, 0], np.zeros(len(src)), np.ones(len(src))], 1)
-    a, b, tx, ty = np.linalg.lstsq(rows, dst.reshape(-1), rcond=None)[0]
-    return np.array([[a, -b, tx], [b, a, ty]])
 
 
 def similarity_quad(landmarks: np.ndarray, anchors) -> np.ndarray:

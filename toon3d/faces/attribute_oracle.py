@@ -28,6 +28,9 @@ from toon3d.synth.face_params import PARAM_NAMES, PARAM_SPECS
 ORACLE_GROUPS = ("identity", "expression", "pose")
 ORACLE_PARAMS: tuple[str, ...] = tuple(n for n in PARAM_NAMES if PARAM_SPECS[n][0] in ORACLE_GROUPS)
 WEIGHTS_NAME = "oracle_synface"
+# A parameter counts as readable when the oracle's held-out R² for it reaches this: only those
+# name directions (`toon3d.edit.naming`) and enter the identity drift of `edit_change`.
+READABLE_R2 = 0.5
 MODEL_KIND = "toon3d-attribute-oracle"
 
 
@@ -187,16 +190,19 @@ def edit_change(oracle: AttributeOracle, neutral: torch.Tensor, edited: torch.Te
                 target: str | None = None) -> dict:
     """What an edit changed, per the oracle: neutral/edited images [B,3,S,S] in [-1,1] → a dict of [B] tensors.
 
-    "change": {param: edited − neutral in parameter units}; "identity_drift": RMS over the identity
-    parameters of the change in units of each range; "target_change": the change of `target`
-    (when given) in its units.
+    "change": {param: edited − neutral in parameter units}; "identity_drift": RMS of the change of
+    the identity parameters in units of each range, over those the oracle reads (held-out R² ≥
+    READABLE_R2; all of them when `oracle.r2` is unknown), listed under "drift_params";
+    "target_change": the change of `target` (when given) in its units.
     """
     a, b = oracle.predict_unit(neutral), oracle.predict_unit(edited)
     delta_unit = b - a
     delta = delta_unit * (oracle.high - oracle.low)
-    ident = [i for i, n in enumerate(oracle.params) if PARAM_SPECS[n][0] == "identity"]
+    ident = [i for i, n in enumerate(oracle.params) if PARAM_SPECS[n][0] == "identity"
+             and (oracle.r2 is None or oracle.r2.get(n, 0.0) >= READABLE_R2)]
     out = {"change": {n: delta[:, i] for i, n in enumerate(oracle.params)},
-           "identity_drift": delta_unit[:, ident].pow(2).mean(1).sqrt()}
+           "identity_drift": delta_unit[:, ident].pow(2).mean(1).sqrt(),
+           "drift_params": [oracle.params[i] for i in ident]}
     if target is not None:
         out["target_change"] = delta[:, oracle.index(target)]
     return out

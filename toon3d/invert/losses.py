@@ -55,11 +55,16 @@ def layout_chip_grid(anchors) -> torch.Tensor:
 
 
 def embedder_for_layout(embedder, layout):
-    """The dlib embedder reading its chip where `layout` (a name or `Layout`) puts the face (changed in place)."""
+    """A dlib embedder sharing `embedder`'s network that reads its chip where `layout` (a name or `Layout`)
+    puts the face; `embedder` itself is left as it is (other stages use its own chip)."""
     from toon3d.faces.align import get_layout
+    from toon3d.faces.identity import DlibEmbedder
 
-    embedder.grid = layout_chip_grid(get_layout(layout).anchors).to(embedder.grid)
-    return embedder
+    if not isinstance(embedder, DlibEmbedder):
+        raise Toon3dError(f"the face loss needs dlib's embedder, got {type(embedder).__name__}")
+    placed = DlibEmbedder(embedder.net)
+    placed.grid = layout_chip_grid(get_layout(layout).anchors).to(embedder.grid)
+    return placed
 
 
 class PixelLoss(nn.Module):

@@ -62,7 +62,8 @@ class PretrainConfig:
     batch: int = 8
     iters: int = 3000
     lr: float = 1e-4
-    lr_vl_mult: float = 1.0         # learning-rate multiplier of the view and light nets (1 = Unsup3d)
+    # learning-rate multipliers of (depth, albedo, view, light, confidence); all 1 = Unsup3d
+    lr_mults: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0)
     weight_decay: float = 5e-4
     lam_perc: float = 1.0
     lam_flip: float = 0.5
@@ -96,7 +97,10 @@ class PretrainConfig:
             # GroupNorm groups come in 16s per width: widths must be 8 or a multiple of 16.
             if value < 1 or (value > 8 and value % 16):
                 raise Toon3dError(f"--{name.replace('_', '-')} must be 1-8 or a multiple of 16, got {value}")
-        if (self.lr <= 0 or self.lr_vl_mult <= 0 or self.lam_flip < 0 or self.lam_perc < 0 or self.lam_smooth < 0
+        if len(self.lr_mults) != 5 or min(self.lr_mults) <= 0:
+            raise Toon3dError(f"--lr-mults takes 5 positive numbers (depth albedo view light confidence), "
+                              f"got {list(self.lr_mults)}")
+        if (self.lr <= 0 or self.lam_flip < 0 or self.lam_perc < 0 or self.lam_smooth < 0
                 or self.lam_pseudo < 0):
             raise Toon3dError("lr must be positive and the loss weights non-negative")
         if self.prior_steps < 0 or self.prior_lr <= 0:
@@ -209,15 +213,14 @@ def trained_parameters(nets: ShapeNets, conf: ConfidenceNet | None) -> list[torc
 
 
 def make_optimizer(nets: ShapeNets, conf: ConfidenceNet | None, cfg: PretrainConfig) -> torch.optim.Adam:
-    """Adam (betas 0.9/0.999, cfg.weight_decay) over `trained_parameters`; V and L at lr × cfg.lr_vl_mult.
+    """Adam (betas 0.9/0.999, cfg.weight_decay): one parameter group per trained net, lr × cfg.lr_mults.
 
-    V and L start with outputs near 0 (a frontal view, the mean light) and a pose of ±40° needs their
-    tanh outputs near ±0.67: at Unsup3d's lr they moved a fraction of a degree in 750 CPU iterations.
+    Groups in order depth, albedo, view, light (, confidence). V and L start with outputs near 0 (a
+    frontal view, the mean light) and the albedo net from a blur: at Unsup3d's lr they barely moved in
+    the first thousand CPU iterations, while a higher lr on D striped the depth (docs/shape.md).
     """
-    vl = {id(p) for part in (nets.view, nets.light) for p in part.parameters()}
-    params = trained_parameters(nets, conf)
-    groups = [{"params": [p for p in params if id(p) not in vl], "lr": cfg.lr},
-              {"params": [p for p in params if id(p) in vl], "lr": cfg.lr * cfg.lr_vl_mult}]
+    parts = [nets.depth, nets.albedo, nets.view, nets.light] + ([conf] if conf is not None else [])
+    groups = [{"params": list(part.parameters()), "lr": cfg.lr * mult} for part, mult in zip(parts, cfg.lr_mults)]
     return torch.optim.Adam(groups, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
 
