@@ -31,9 +31,11 @@ reads SynFace's own parameters off the same images, and the table gains oracle c
 With an oracle, names resolve by it (`ORACLE_TARGETS`: the (k, s) maximising σ·oracle_effect
 for the name's parameter; yaw wants yaw_deg down, since SynFace's positive yaw turns the nose
 toward the image's left), whether or not dlib confirmed the faces; the landmark names stay in
-the table beside them. Only parameters the oracle reads well decide: an oracle that carries its
-held-out R² (`oracle.r2`) leaves a name whose parameter scored below `ORACLE_MIN_R2` to the
-landmarks, and the table says so. The oracle only measures: it never enters an optimisation.
+the table beside them. Only parameters the oracle reads well decide first: with an oracle that
+carries its held-out R² (`oracle.r2`), a name whose parameter scored below `ORACLE_MIN_R2` goes
+to the landmarks, and only when they cannot name it (dlib confirmed too few faces, or nothing
+moved) to the oracle's weak reading, marked as such (`resolved(name)` says which instrument
+decided; the Markdown table shows it). The oracle only measures: it never enters an optimisation.
 """
 
 from __future__ import annotations
@@ -136,15 +138,27 @@ class DirectionTable:
         return (self.oracle_effect[:, 0] - self.oracle_effect[:, 1]) / (2 * self.strength)
 
     def resolve(self, name: str) -> tuple[int, int]:
-        """(index, sign) of a named direction (by the oracle when measured); a one-line error when unnamed."""
+        """(index, sign) of a named direction; a one-line error when unnamed (see `resolved`)."""
+        index, sign, _ = self.resolved(name)
+        return index, sign
+
+    def resolved(self, name: str) -> tuple[int, int, str]:
+        """(index, sign, which instrument decided): the trusted oracle, else the landmarks, else the weak oracle."""
         if name not in NAMES:
             raise Toon3dError(f"unknown direction {name!r}; pass an index or one of {', '.join(NAMES)}")
-        if self.oracle_names is not None and name in self.oracle_names:
-            found = self.oracle_names[name]
-            if found is None:
+        oracle = (self.oracle_names or {}).get(name, "absent")
+        if oracle != "absent" and (oracle is None or oracle.get("trusted", True)):
+            if oracle is None:
                 raise Toon3dError(f"no measured direction moves the oracle's {ORACLE_TARGETS[name][0]} the way "
                                   f"{name!r} needs; pass a numeric --direction")
-            return int(found["index"]), int(found["sign"])
+            return int(oracle["index"]), int(oracle["sign"]), "oracle"
+        landmark = self.names.get(name) if self.named else None
+        if landmark is not None:
+            return int(landmark["index"]), int(landmark["sign"]), "landmarks"
+        if oracle not in ("absent", None):
+            return (int(oracle["index"]), int(oracle["sign"]),
+                    f"oracle, weak (held-out R² {oracle.get('r2', float('nan')):.2f} < {ORACLE_MIN_R2:g}; "
+                    "the landmarks could not name it)")
         if not self.named:
             raise Toon3dError(f"directions could not be named: {self.reason}; pass a numeric --direction "
                               "(0 = strongest)")
@@ -231,13 +245,14 @@ class DirectionTable:
                       "| direction | " + " | ".join(ORACLE_MEASURES) + " |", "|" + "---|" * (1 + len(ORACLE_MEASURES))]
             for i, k in enumerate(self.indices):
                 lines.append(f"| {k} | " + " | ".join(f"{v:+.3g}" for v in self.oracle_slope[i]) + " |")
-        if self.oracle_names is None:
-            by = "the landmarks"
-        else:
-            left = [n for n in NAMES if n not in self.oracle_names]
-            by = "the oracle" + (f" ({', '.join(left)}: by the landmarks, the oracle reads their parameters with "
-                                 f"held-out R² below {ORACLE_MIN_R2:g})" if left else "")
-        lines += ["", f"Names resolved by {by}.", "",
+        decided = []
+        for name in NAMES:
+            try:
+                decided.append(f"{name}: {self.resolved(name)[2]}")
+            except Toon3dError:
+                decided.append(f"{name}: unnamed")
+        lines += ["", "Names resolved by (trusted oracle, else landmarks, else weak oracle): " + "; ".join(decided)
+                  + ".", "",
                   "| name | landmark measure | direction | sign | z from neutral |", "|---|---|---|---|---|"]
         for name, (measure, want, what) in NAMES.items():
             found = self.names.get(name) if self.named else None
@@ -247,15 +262,15 @@ class DirectionTable:
                 lines.append(f"| {name} ({what}) | {measure} {'up' if want > 0 else 'down'} | {found['index']} | "
                              f"{'+' if found['sign'] > 0 else '−'} | {found['score']:+.2f} |")
         if self.oracle_names is not None:
-            lines += ["", "| name | oracle parameter | direction | sign | change from neutral |", "|---|---|---|---|---|"]
+            lines += ["", "| name | oracle parameter (held-out R²) | direction | sign | change from neutral |",
+                      "|---|---|---|---|---|"]
             for name, (param, want) in ORACLE_TARGETS.items():
-                if name not in self.oracle_names:
-                    continue
-                found = self.oracle_names[name]
-                head = f"| {name} | {param} {'up' if want > 0 else 'down'} |"
+                found = self.oracle_names.get(name)
+                r2 = "" if found is None or found.get("r2") is None else f" ({found['r2']:.2f})"
+                head = f"| {name} | {param} {'up' if want > 0 else 'down'}{r2} |"
                 lines.append(f"{head} – | – | – |" if found is None else
                              f"{head} {found['index']} | {'+' if found['sign'] > 0 else '−'} | "
-                             f"{found['change']:+.3g} |")
+                             f"{found['change']:+.3g}{'' if found.get('trusted', True) else ' (weak)'} |")
         lines.append("")
         return "\n".join(lines)
 
@@ -352,9 +367,7 @@ def measure_directions(generator: nn.Module, mean_latent: torch.Tensor, factor: 
     oracle_effect = oracle_names = None
     if oracle is not None:
         oracle_effect = (o_edited - o_neutral[None, None]).mean(2)  # over all latents: no detector needed
-        r2 = getattr(oracle, "r2", None) or {}
-        trusted = {p for p in ORACLE_MEASURES if r2.get(p, 1.0) >= ORACLE_MIN_R2}
-        oracle_names = resolve_by_oracle(oracle_effect, indices, trusted)
+        oracle_names = resolve_by_oracle(oracle_effect, indices, getattr(oracle, "r2", None))
     return DirectionTable(indices, float(strength), float(truncation), samples, int(seed), count, named, reason,
                           std, effect, z, agreement, names, factor_checksum(factor, top), singular,
                           oracle_effect, oracle_names, neutral[use].mean(0))
@@ -365,18 +378,20 @@ def _oracle_values(oracle, images: torch.Tensor, columns: list[int]) -> np.ndarr
 
 
 def resolve_by_oracle(oracle_effect: np.ndarray, indices: list[int],
-                      trusted: set[str] | None = None) -> dict[str, dict | None]:
+                      r2: dict[str, float] | None = None) -> dict[str, dict | None]:
     """Names from oracle effects [K,2,len(ORACLE_MEASURES)]: the (k, s) moving each name's parameter most its way.
 
-    Names whose parameter is not in `trusted` (None: all) are left out, for the landmarks to decide.
+    Each entry records the parameter's held-out R² (from `r2`, when known) and whether it is
+    trusted (R² ≥ ORACLE_MIN_R2, or unknown); `DirectionTable.resolved` prefers the landmarks
+    over an untrusted entry.
     """
     names: dict[str, dict | None] = {}
     for name, (param, want) in ORACLE_TARGETS.items():
-        if trusted is not None and param not in trusted:
-            continue
         scores = want * oracle_effect[:, :, ORACLE_MEASURES.index(param)]
         k, s = np.unravel_index(int(np.argmax(scores)), scores.shape)
         best = float(scores[k, s])
-        names[name] = ({"index": indices[k], "sign": 1 if s == 0 else -1, "change": want * best, "param": param}
+        score = None if r2 is None or param not in r2 else float(r2[param])
+        names[name] = ({"index": indices[k], "sign": 1 if s == 0 else -1, "change": want * best, "param": param,
+                        "r2": score, "trusted": score is None or score >= ORACLE_MIN_R2}
                        if best > 0 else None)
     return names
