@@ -277,3 +277,25 @@ def test_pseudo_sample_term_trains_view_and_light_on_rendered_poses(toon_folder)
     without, _ = pretrain_loss(nets, conf, images, geometry, renderer, None, 0.0, 0.5, 0.0, 0.0)
     torch.testing.assert_close(with_term["total"] - without["total"], with_term["pseudo"])
     assert without["pseudo"].item() == 0.0
+
+
+def test_face_region_limits_the_image_terms_to_the_region(toon_folder):
+    from toon3d.shape.losses import masked_l1
+    from toon3d.shape.photo_geometry import decompose, reconstruct
+
+    cfg = tiny_config(toon_folder, confidence=False)
+    nets, _ = build_nets(cfg)
+    images = FixedImages().images
+    geometry = cfg.geometry()
+    renderer = Renderer(geometry.renderer_settings())
+    region = torch.zeros(1, 1, 32, 32)
+    region[..., 4:28, 8:24] = 1
+    losses, _ = pretrain_loss(nets, None, images, geometry, renderer, None, 0.0, 0.5, 0.0, region=region)
+    with torch.no_grad():
+        dec = decompose(nets, images, geometry)
+        rec, rec_flip = reconstruct(renderer, dec), reconstruct(renderer, dec, flip=True)
+    both = rec.mask * rec_flip.mask * region
+    torch.testing.assert_close(losses["l1"], masked_l1(rec.image, images, both))
+    torch.testing.assert_close(losses["l1_flip"], masked_l1(rec_flip.image, images, both))
+    everywhere, _ = pretrain_loss(nets, None, images, geometry, renderer, None, 0.0, 0.5, 0.0)
+    assert everywhere["l1"].item() != pytest.approx(losses["l1"].item())

@@ -69,6 +69,7 @@ class PretrainConfig:
     lam_flip: float = 0.5
     lam_smooth: float = 0.01        # GAN2Shape's λ_smooth on smoothness2(depth) + smoothness2(diffuse); 0 = Unsup3d
     lam_pseudo: float = 0.0         # weight of the re-posed, re-lit pseudo samples' reconstruction (0 = Unsup3d)
+    face_region: bool = False       # score only the layout's face box (the backdrop does not turn with the head)
     confidence: bool = True
     perceptual: str = "dlib"
     truncation: float = 1.0         # generator samples: truncation psi
@@ -248,10 +249,15 @@ def render_pseudo(dec: Decomposition, renderer: Renderer, geometry: GeometrySett
 def pretrain_loss(nets: ShapeNets, conf: ConfidenceNet | None, images: torch.Tensor, geometry: GeometrySettings,
                   renderer: Renderer, perceptual: PerceptualDistance | None, lam_perc: float = 1.0,
                   lam_flip: float = 0.5, lam_smooth: float = 0.0, lam_pseudo: float = 0.0,
-                  rng: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], Decomposition]:
+                  rng: torch.Generator | None = None, region: torch.Tensor | None = None
+                  ) -> tuple[dict[str, torch.Tensor], Decomposition]:
     """Unsup3d's loss (+ λ_smooth·L_smooth, + λ_pseudo·L_pseudo) of images [B,3,S,S] in [-1,1] → ({'total', 'l1',
     'l1_flip', 'perc', 'perc_flip', 'smooth', 'pseudo'} plus the detached monitors 'l1_plain' and
     'mask_fraction', factors).
+
+    `region` [1,1,S,S] in [0,1] (or None) multiplies the mask of the image terms: the built-in worlds
+    paint a flat backdrop that stays put when the head turns, which a turned depth map cannot
+    reproduce, so scoring it holds the view net at the frontal view.
 
     L_pseudo (GAN2Shape's step-3 idea without the GAN projection): each image's factors rendered at a
     random view and light (`render_pseudo`, no gradient) must be reconstructed from the image's depth
@@ -264,9 +270,10 @@ def pretrain_loss(nets: ShapeNets, conf: ConfidenceNet | None, images: torch.Ten
     if conf is not None:
         s_l1, s_perc = conf(images)
     pick = (lambda s, i: None if s is None else s[:, i:i + 1])
-    plain = recon_loss(rec, images, perceptual, lam_perc, extra_mask=rec_flip.mask,
+    area = (lambda m: m if region is None else m * region.to(m))
+    plain = recon_loss(rec, images, perceptual, lam_perc, extra_mask=area(rec_flip.mask),
                        sigma_l1=pick(s_l1, 0), sigma_perc=pick(s_perc, 0))
-    mirrored = recon_loss(rec_flip, images, perceptual, lam_perc, extra_mask=rec.mask,
+    mirrored = recon_loss(rec_flip, images, perceptual, lam_perc, extra_mask=area(rec.mask),
                           sigma_l1=pick(s_l1, 1), sigma_perc=pick(s_perc, 1))
     smooth = smoothness2(dec.depth) + smoothness2(rec.diffuse)
     total = plain["total"] + lam_flip * mirrored["total"] + lam_smooth * smooth
@@ -282,7 +289,7 @@ def pretrain_loss(nets: ShapeNets, conf: ConfidenceNet | None, images: torch.Ten
         pseudo = recon_loss(reconstruct(renderer, posed), pseudo_images, perceptual, lam_perc,
                             extra_mask=pseudo_mask)["total"]
         total = total + lam_pseudo * pseudo
-    mask = (rec.mask * rec_flip.mask).detach()
+    mask = area(rec.mask * rec_flip.mask).detach()
     # Monitoring only: the plain masked L1 (without σ, which makes the loss terms negative) and
     # the share of valid pixels (a view that pushes the face out of frame shows here first).
     with torch.no_grad():
@@ -363,8 +370,11 @@ class PretrainRun:
         images = self.source.next(self.iteration).to(self.device)
         # The pseudo samples' draws depend only on (seed, iteration): a resumed run repeats them.
         rng = iteration_generator(self.cfg.seed + 7_777, self.iteration)
+        region = layout_face_mask(self.cfg.size).to(images).view(1, 1, self.cfg.size, self.cfg.size) \
+            if self.cfg.face_region else None
         losses, _ = pretrain_loss(self.nets, self.conf, images, self.geometry, self.renderer, self.perceptual,
-                                  self.cfg.lam_perc, self.cfg.lam_flip, self.cfg.lam_smooth, self.cfg.lam_pseudo, rng)
+                                  self.cfg.lam_perc, self.cfg.lam_flip, self.cfg.lam_smooth, self.cfg.lam_pseudo, rng,
+                                  region)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.opt.step()
