@@ -97,3 +97,71 @@ def test_decoder_init_from_a_generator(tmp_path, capsys):
     other = [a if a != "16" else "32" for a in args]  # --channel-max 32
     assert main([*other, "--out", str(tmp_path / "c"), "--init", str(first / "generator.safetensors")]) == 2
     assert "another architecture (channel_max 16 vs 32)" in capsys.readouterr().err
+
+
+def _adv_cfg(**kw) -> DecoderConfig:
+    base = dict(size=32, generator=dict(TINY), batch=2, iters=4, eval_count=4, eval_every=2, ckpt_every=2,
+                sample_every=100, adv_weight=0.1, d_channel_max=16, d_reg_every=2)
+    return DecoderConfig(**{**base, **kw})
+
+
+def test_adversarial_phase_resume_is_bit_identical(tmp_path):
+    cfg = _adv_cfg()
+    full = DecoderRun(tmp_path / "a", cfg)
+    d0 = {k: v.clone() for k, v in full.d.state_dict().items()}
+    full.train(progress=False)
+    assert any(not torch.equal(d0[k], v) for k, v in full.d.state_dict().items())  # D trained
+    part = DecoderRun(tmp_path / "b", cfg)
+    part.train(until=2, progress=False)
+    resumed = DecoderRun(tmp_path / "b", cfg)
+    resumed.load()
+    resumed.train(progress=False)
+    for a, b in ((full.g, resumed.g), (full.g_ema, resumed.g_ema), (full.d, resumed.d)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_adversarial_term_reaches_g_only_in_the_g_step(tmp_path):
+    run = DecoderRun(tmp_path / "a", _adv_cfg())
+    run.iteration = 1  # no R1 this step
+    d_before = {k: v.clone() for k, v in run.d.state_dict().items()}
+    seen = {}
+    original = run.d_step
+
+    def d_step(*a):
+        logs = original(*a)
+        seen.update({k: v.clone() for k, v in run.d.state_dict().items()})  # D after its own step
+        return logs
+
+    run.d_step = d_step
+    losses = run.step()
+    assert "g_adv" in losses and "d_loss" in losses
+    assert any(not torch.equal(d_before[k], seen[k]) for k in seen)
+    # the G step (regression + adversarial) leaves D exactly as its own step left it
+    assert all(torch.equal(seen[k], v) for k, v in run.d.state_dict().items())
+    assert all(p.requires_grad for p in run.d.parameters())
+    # the adversarial term changes G's update: same batch, weight 0 gives other weights
+    plain = DecoderRun(tmp_path / "b", _adv_cfg(adv_weight=1e-12))
+    plain.iteration = 1
+    plain.step()
+    assert any(not torch.allclose(a, b) for a, b in zip(run.g.parameters(), plain.g.parameters()))
+
+
+def test_adversarial_cli_writes_a_discriminator_and_old_runs_resume(tmp_path):
+    out = tmp_path / "run"
+    args = ["train-decoder", "--out", str(out), "--size", "32", "--channel-max", "16", "--n-mlp", "2",
+            "--iters", "2", "--batch", "2", "--ckpt-every", "1", "--no-progress"]
+    assert main([*args, "--adv-weight", "0.1", "--d-channel-max", "16"]) == 0
+    from toon3d.stylegan2.checkpoints import load_discriminator
+
+    d = load_discriminator(out / "discriminator.safetensors")
+    assert d(torch.zeros(1, 3, 32, 32)).shape == (1, 1)
+    # a run saved before the adversarial settings existed resumes (they count as their defaults)
+    import json
+
+    from toon3d.train.gan import changed_settings
+
+    saved = json.loads(json.dumps({k: v for k, v in vars(DecoderConfig()).items()
+                                   if k not in ("adv_weight", "d_channel_max", "d_lr", "r1", "d_reg_every")}))
+    assert changed_settings(json.dumps(saved), DecoderConfig(), ()) == []
+    assert changed_settings(json.dumps(saved), DecoderConfig(adv_weight=0.1), ()) == ["adv_weight"]

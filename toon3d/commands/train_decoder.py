@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="learning-rate multiplier of the mapping network (default 100)")
     parser.add_argument("--region-weight", type=float, default=6.0,
                         help="extra pixel weight on eyes, brows, nose, mouth, glasses (default 6)")
+    parser.add_argument("--adv-weight", type=float, default=0.0,
+                        help="weight of the adversarial term (0 = pure regression; the sharpening phase uses ~0.05). "
+                             "Also writes RUN/discriminator.safetensors")
+    parser.add_argument("--r1", type=float, default=0.1, help="R1 gamma of the discriminator (default 0.1)")
+    parser.add_argument("--d-channel-max", type=int, default=64, help="discriminator channel cap (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every batch")
     parser.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N iterations")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = DecoderConfig(size=args.size, iters=args.iters, batch=args.batch, lr=args.lr,
                         mapping_lr_mult=args.mapping_lr_mult, region_weight=args.region_weight, seed=args.seed,
-                        ckpt_every=args.ckpt_every,
+                        ckpt_every=args.ckpt_every, adv_weight=args.adv_weight, r1=args.r1,
+                        d_channel_max=args.d_channel_max,
                         generator={"style_dim": args.style_dim, "n_mlp": args.n_mlp, "channel_multiplier": 2,
                                    "channel_max": args.channel_max})
     out = Path(args.out)

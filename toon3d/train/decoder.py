@@ -3,8 +3,8 @@
 Adversarial training from scratch is out of reach on 2 CPU cores (REFERENCE §14). SynFace is
 a deterministic function of its parameters, so the base generator first learns
 G(z) ≈ render(params_from_latent(z)): random z then gives random SynFace faces and the
-latent space carries pose, light, identity and expression. A short adversarial phase
-(`toon3d train --init`) sharpens it afterwards and gives the discriminator that
+latent space carries pose, light, identity and expression. A second phase with an
+adversarial term (`--adv-weight`, below) sharpens it and gives the discriminator that
 fine-tuning needs.
 
 Losses (all on [-1,1] images): a pixel L1 weighted up on the small parts that carry
@@ -62,6 +62,13 @@ class DecoderConfig:
     eval_every: int = 250
     ckpt_every: int = 250
     sample_every: int = 500
+    # Adversarial term (0 = pure regression, the first phase of the recipe). R1's γ follows
+    # StyleGAN2-ADA's heuristic 0.0002·res²/batch (≈ 0.05 at 64 px, batch 16) rounded up.
+    adv_weight: float = 0.0
+    d_channel_max: int = 64
+    d_lr: float = 0.002
+    r1: float = 0.1
+    d_reg_every: int = 16
 
     def check(self) -> None:
         """Raise a one-line Toon3dError on impossible settings."""
@@ -69,6 +76,8 @@ class DecoderConfig:
             raise Toon3dError(f"decoder size must be 32, 64, 128 or 256, got {self.size}")
         if self.batch < 1 or self.iters < 1:
             raise Toon3dError(f"batch and iters must be positive, got batch {self.batch}, iters {self.iters}")
+        if self.adv_weight < 0 or self.r1 < 0:
+            raise Toon3dError(f"adv_weight and r1 must be >= 0, got {self.adv_weight}, {self.r1}")
         if self.generator.get("style_dim", 512) < 56:
             raise Toon3dError("style_dim must be at least 56 (one latent dimension per SynFace parameter)")
 
@@ -124,6 +133,23 @@ def build_generator(cfg: DecoderConfig, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Generator(cfg.size, **cfg.generator)
+
+
+def build_discriminator(cfg: DecoderConfig, seed: int):
+    """A fresh StyleGAN2 Discriminator at cfg.size capped at cfg.d_channel_max channels, weights from `seed`."""
+    from toon3d.stylegan2.discriminator import Discriminator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Discriminator(cfg.size, channel_multiplier=2, channel_max=cfg.d_channel_max)
+
+
+def make_d_optimizer(d: torch.nn.Module, cfg: DecoderConfig) -> torch.optim.Optimizer:
+    """rosinality's D optimiser: Adam with the lazy-R1 corrected lr and betas."""
+    from toon3d.stylegan2.losses import lazy_adam_params
+
+    lr, betas = lazy_adam_params(cfg.d_lr, cfg.d_reg_every, cfg.betas[1])
+    return torch.optim.Adam(d.parameters(), lr=lr, betas=betas)
 
 
 def make_optimizer(g: torch.nn.Module, cfg: DecoderConfig) -> torch.optim.Optimizer:
@@ -194,6 +220,15 @@ class DecoderRun:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.g_call = torch.nn.parallel.DistributedDataParallel(self.g_call, device_ids=ids,
                                                                     broadcast_buffers=False)
+        self.d = self.opt_d = None
+        self.d_call: torch.nn.Module | None = None
+        if cfg.adv_weight > 0:
+            self.d = build_discriminator(cfg, cfg.seed + 1).to(self.device)
+            self.opt_d = make_d_optimizer(self.d, cfg)
+            self.d_call = self.d
+            if self.world > 1:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.d_call = torch.nn.parallel.DistributedDataParallel(self.d, device_ids=ids, broadcast_buffers=False)
         self.iteration = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0
@@ -210,7 +245,8 @@ class DecoderRun:
             "kind": "toon3d-decoder-run", "config": json.dumps(asdict(self.cfg), sort_keys=True),
             "g": self.g.state_dict(), "g_ema": self.g_ema.state_dict(), "opt": self.opt.state_dict(),
             "iteration": self.iteration, "history": json.dumps(self.history),
-            "train_seconds": self.train_seconds})
+            "train_seconds": self.train_seconds,
+            **({"d": self.d.state_dict(), "opt_d": self.opt_d.state_dict()} if self.d is not None else {})})
 
     def load(self) -> None:
         """Restore from state.pt; a run folder of another config is a one-line error."""
@@ -228,6 +264,9 @@ class DecoderRun:
         self.g.load_state_dict(state["g"])
         self.g_ema.load_state_dict(state["g_ema"])
         self.opt.load_state_dict(state["opt"])
+        if self.d is not None:
+            self.d.load_state_dict(state["d"])
+            self.opt_d.load_state_dict(state["opt_d"])
         self.iteration = int(state["iteration"])
         self.history = json.loads(state["history"])
         self.train_seconds = float(state["train_seconds"])
@@ -244,8 +283,20 @@ class DecoderRun:
         if self.cfg.noise_mode == "random":
             noise = [torch.randn(self.cfg.batch, 1, *b.shape[2:], generator=rng).to(self.device)
                      for b in self.g.noise_buffers()]
+        target, seg = target.to(self.device), seg.to(self.device)
+        if self.d is not None:
+            d_logs = self.d_step(z.to(self.device), noise, target)
         fake = self.g_call(z.to(self.device), noise)
-        losses = decoder_loss(fake, target.to(self.device), seg.to(self.device), self.cfg)
+        losses = decoder_loss(fake, target, seg, self.cfg)
+        if self.d is not None:
+            from toon3d.stylegan2.losses import g_nonsaturating_loss
+
+            self._set_requires_grad(self.d, False)
+            adv = g_nonsaturating_loss(self.d_call(fake))
+            self._set_requires_grad(self.d, True)
+            losses["total"] = losses["total"] + self.cfg.adv_weight * adv
+            losses["g_adv"] = adv.detach()
+            losses.update(d_logs)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.opt.step()
@@ -255,6 +306,33 @@ class DecoderRun:
         ema_update(self.g_ema, self.g, decay)
         self.iteration += 1
         return losses
+
+    @staticmethod
+    def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+    def d_step(self, z: torch.Tensor, noise: list[torch.Tensor] | None, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One discriminator step on (real renders, G(z) detached), with lazy R1 every cfg.d_reg_every."""
+        from toon3d.stylegan2.losses import d_logistic_loss, d_r1_penalty
+
+        with torch.no_grad():
+            fake = self.g_call(z, noise)
+        loss = d_logistic_loss(self.d_call(real), self.d_call(fake))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        logs = {"d_loss": loss.detach()}
+        if self.iteration % self.cfg.d_reg_every == 0 and self.cfg.r1 > 0:
+            real = real.detach().requires_grad_(True)
+            pred = self.d_call(real)
+            r1 = d_r1_penalty(pred, real)
+            self.opt_d.zero_grad(set_to_none=True)
+            # `0 * pred[0]` keeps every D output in the graph (DDP expects all parameters used)
+            (self.cfg.r1 / 2 * r1 * self.cfg.d_reg_every + 0 * pred[0]).sum().backward()
+            self.opt_d.step()
+            logs["r1"] = r1.detach()
+        return logs
 
     def train(self, until: int | None = None, log=None, progress: bool = True) -> None:
         """Train to iteration `until` (default cfg.iters), checkpointing every cfg.ckpt_every."""
@@ -306,4 +384,10 @@ def export_generator(run: DecoderRun, path: str | Path, command: str) -> Path:
     meta = {"recipe": "synface-decoder", "iteration": run.iteration, "command": command,
             "train_minutes": round(run.train_seconds / 60, 2), "config": asdict(run.cfg),
             "heldout": run.history[-1] if run.history else {}}
-    return save_generator(path, g, mean, meta)
+    written = save_generator(path, g, mean, meta)
+    if run.d is not None:
+        from toon3d.stylegan2.checkpoints import save_discriminator
+
+        save_discriminator(Path(path).with_name("discriminator.safetensors"), copy.deepcopy(run.d).cpu().eval(),
+                           {"recipe": "synface-decoder", "iteration": run.iteration, "command": command})
+    return written

@@ -98,8 +98,14 @@ class GanConfig:
 
 
 def changed_settings(saved_config_json: str, cfg, ignore: tuple[str, ...]) -> list[str]:
-    """Names of the settings (dataclass fields) that differ between a saved run and `cfg`, except `ignore`."""
+    """Names of the settings (dataclass fields) that differ between a saved run and `cfg`, except `ignore`.
+
+    A setting the saved run predates counts as its default (runs started before a setting existed
+    keep resuming as long as the new setting is left at the value that reproduces them).
+    """
     saved, mine = json.loads(saved_config_json), json.loads(json.dumps(asdict(cfg), sort_keys=True))
+    defaults = json.loads(json.dumps(asdict(type(cfg)()), sort_keys=True))
+    saved = {**{k: defaults[k] for k in defaults if k not in saved}, **saved}
     return sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k) and k not in ignore)
 
 
