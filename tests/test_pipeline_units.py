@@ -63,3 +63,34 @@ def test_resume_with_other_settings_names_the_setting(tmp_path):
     WorkFolder(out, _record(), resume=False, overwrite=False)
     with pytest.raises(Toon3dError, match="truncation"):
         WorkFolder(out, _record(truncation=0.5), resume=True, overwrite=False)
+
+
+def test_shipped_direction_table_belongs_to_the_shipped_base(monkeypatch, tmp_path):
+    """The avatar uses base_directions.json only for exactly the weights it was measured on."""
+    import torch
+
+    import toon3d.edit.naming as naming
+    import toon3d.models as models
+    from toon3d.pipeline import AvatarModels
+
+    if not models.builtin_directions_path("base").is_file():
+        pytest.skip("no shipped direction table")
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured although a matching table ships")
+
+    monkeypatch.setattr(naming, "measure_directions", no_measuring)
+    factor, table = AvatarModels(AvatarSettings(), torch.device("cpu")).directions(progress=False)
+    # fails when base.safetensors changed without `tools/ship_directions.py` being run again
+    assert table is not None and table.checksum == naming.factor_checksum(factor, len(table.indices))
+    assert table.resolve("smile")[0] in table.indices
+
+    # a table of other weights (checksum differs) is ignored: the directions are measured afresh
+    stale = json.loads(models.builtin_directions_path("base").read_text())
+    stale["checksum"] = "0" * 64
+    (tmp_path / "base_directions.json").write_text(json.dumps(stale))
+    monkeypatch.setattr(models, "builtin_directions_path", lambda name: tmp_path / f"{name}_directions.json")
+    calls = []
+    monkeypatch.setattr(naming, "measure_directions", lambda *a, **k: calls.append(1) or table)
+    AvatarModels(AvatarSettings(), torch.device("cpu")).directions(progress=False)
+    assert calls == [1]

@@ -206,6 +206,16 @@ def builtin_generator_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.safetensors"
 
 
+def builtin_directions_path(name: str) -> Path:
+    """Where the shipped direction table of built-in generator `name` goes (`tools/ship_directions.py`).
+
+    Measuring what each SeFa direction changes takes about a minute on 2 cores; the table is
+    tied to the exact weights by the checksum of their factorisation, so a retrained model
+    with a stale table is measured afresh instead of misnamed.
+    """
+    return WEIGHTS_DIR / f"{name}_directions.json"
+
+
 def builtin_discriminator_path(name: str) -> Path:
     """Where the shipped discriminator of built-in generator `name` goes (fine-tuning starts from it)."""
     return WEIGHTS_DIR / f"{name}_d.safetensors"

@@ -238,6 +238,7 @@ class AvatarModels:
         self._human = self._style = self._embedder = None
         self._directions = None
         self._expression_reader = None
+        self.use_shipped_table = True  # tools/ship_directions.py turns it off to measure afresh
 
     @property
     def human(self):
@@ -303,11 +304,27 @@ class AvatarModels:
             else:
                 factor = factorize(g, DEFAULT_VARIANT, None, ckpt=self.human.source)
             wants_table = self.settings.expression_from is not None or self.settings.drive is not None
-            if table is None and (wants_table or any(not n.isdigit() for n, _ in self.settings.expressions)):
+            wants_table = wants_table or any(not n.isdigit() for n, _ in self.settings.expressions)
+            if table is None and wants_table and not self.settings.factor and self.use_shipped_table:
+                table = self.shipped_table(factor)
+            if table is None and wants_table:
                 table = measure_directions(g, self.human.mean_latent.to(self.device), factor, progress=progress,
                                            oracle=self.oracle())
             self._directions = (factor, table)
         return self._directions
+
+    def shipped_table(self, factor):
+        """The built-in base's shipped DirectionTable when it belongs to exactly these weights, else None."""
+        from toon3d.edit.naming import DirectionTable, factor_checksum
+        from toon3d.models import builtin_directions_path
+
+        if self.settings.ckpt not in ("base", "default") or Path(self.settings.ckpt).exists():
+            return None
+        path = builtin_directions_path("base")
+        if not path.is_file():
+            return None
+        table = DirectionTable.from_json(json.loads(path.read_text()))
+        return table if table.checksum == factor_checksum(factor, len(table.indices)) else None
 
     def oracle(self):
         """The SynFace attribute oracle that names directions of the built-in base (None for other generators).
@@ -315,14 +332,9 @@ class AvatarModels:
         dlib's landmarks cannot read the built-in 64 px faces; the oracle reads SynFace's own
         expression and pose parameters off them (it only measures, never optimises).
         """
-        if self.settings.ckpt not in ("base", "default") or Path(self.settings.ckpt).exists():
-            return None
-        from toon3d.faces.attribute_oracle import load_attribute_oracle
-        from toon3d.models import WEIGHTS_DIR
+        from toon3d.edit.name_by import naming_oracle
 
-        if not any(WEIGHTS_DIR.glob("oracle*.safetensors")):
-            return None
-        return load_attribute_oracle().to(self.device).eval()
+        return naming_oracle("auto", self.settings.ckpt, self.device)[0]
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -361,7 +373,7 @@ def stage_faces(folder: Path, source: AvatarSource, models: AvatarModels, progre
     elif source.latent is not None:
         from toon3d.io.latents import load_latents
 
-        codes = load_latents(source.latent, dim=None)
+        codes = load_latents(source.latent, dim=None, flag="toon3d avatar --latent")
         if not 0 <= source.latent_index < codes.shape[0]:
             raise Toon3dError(f"--latent-index {source.latent_index} is out of range: {source.latent} holds "
                               f"{codes.shape[0]} latent(s)")
