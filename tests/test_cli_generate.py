@@ -162,7 +162,7 @@ def test_bad_latent_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     _bad(tmp_path, capsys, ["--latents", str(tmp_path / "missing.pt")], "missing.pt not found")
     torch.save(torch.zeros(3, 14, 512), tmp_path / "wplus.pt")
     _bad(tmp_path, capsys, ["--latents", str(tmp_path / "wplus.pt")],
-         "[3, 14, 512] W+ latents are not supported by --latents; pass [N,512]")
+         "holds W+ codes [3, 14, 512], which have no z; pass --space w")
     np.save(tmp_path / "short.npy", np.zeros((2, 7), dtype=np.float32))
     _bad(tmp_path, capsys, ["--latents", str(tmp_path / "short.npy")], "[2, 7] given, [N,512] expected")
     bad = torch.zeros(4, 512)

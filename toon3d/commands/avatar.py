@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--seed", help="seed of the face (a whole number)")
     src.add_argument("--seeds", help="many avatars, e.g. 0-99 or 0-3,7: one folder per seed in --out; under "
                                      "torchrun each process takes its own share")
-    src.add_argument("--latent", metavar="W.pt", help="a W latent file ([D] or [N,D]), e.g. from toon3d invert")
+    src.add_argument("--latent", metavar="W.pt", help="a W latent file ([D] or [N,D]; not W+: the expression and 3D "
+                                                   "stages take one W), e.g. from toon3d invert")
     src.add_argument("--photo", metavar="IMAGE", help="a photo: aligned, inverted into G_base, then the pipeline")
     p.add_argument("--latent-index", type=int, default=0, help="row of --latent (default 0)")
     p.add_argument("--face", type=int, default=None, help="with --photo: which face (toon3d align --list); "
@@ -104,6 +105,9 @@ def settings_from_args(args: argparse.Namespace):
     elif args.seeds is not None:
         sources = [AvatarSource(seed=s) for s in parse_seeds(args.seeds)]
     elif args.latent is not None:
+        from toon3d.io.latents import load_latents
+
+        load_latents(args.latent, dim=None, flag="toon3d avatar --latent")  # bad files fail before any model loads
         sources = [AvatarSource(latent=args.latent, latent_index=args.latent_index)]
     else:
         sources = [AvatarSource(photo=args.photo, face=args.face)]

@@ -20,6 +20,7 @@ from pathlib import Path
 # Kept here so `toon3d --help` imports no torch; tests check they equal the library's defaults.
 VARIANT_CHOICES = ("sefa", "rosinality")
 DEFAULT_VARIANT = "sefa"
+NAME_BY_CHOICES = ("auto", "landmarks", "oracle")  # = toon3d.edit.name_by.NAME_BY
 DEFAULT_TOP, DEFAULT_SAMPLES, DEFAULT_STRENGTH, DEFAULT_TRUNCATION = 10, 64, 3.0, 0.7
 SHEET_LATENTS = 2
 SHEET_STRENGTHS = 7
@@ -50,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"psi applied to the sampled latents before editing (default {DEFAULT_TRUNCATION:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the measured latents (default 0)")
     parser.add_argument("--batch", type=int, default=16, help="latents per forward pass (default 16)")
+    parser.add_argument("--name-by", default="auto",
+                        help="what names the directions: auto (default: the SynFace attribute oracle on the "
+                             "built-in base, dlib's landmarks elsewhere and for parameters the oracle reads "
+                             "badly), landmarks, or oracle")
     parser.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder toon3d wrote")
     parser.set_defaults(func=run)
@@ -71,6 +76,8 @@ def check_settings(args: argparse.Namespace) -> None:
         raise Toon3dError(f"--batch must be at least 1, got {args.batch}")
     if args.seed < 0:
         raise Toon3dError(f"--seed must be non-negative, got {args.seed}")
+    if args.name_by not in NAME_BY_CHOICES:
+        raise Toon3dError(f"unknown --name-by {args.name_by!r}; choose one of {', '.join(NAME_BY_CHOICES)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from toon3d.commands.generate import _ckpt_inputs
     from toon3d.edit.directions import factorize, parse_layers, save_factor
     from toon3d.edit.landmarks import FaceLandmarks
+    from toon3d.edit.name_by import naming_oracle
     from toon3d.edit.naming import measure_directions
     from toon3d.errors import Toon3dError
     from toon3d.io.atomic import atomic_dir, atomic_file
@@ -95,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         if args.top > factor.dim:
             raise Toon3dError(f"--top {args.top} exceeds the {factor.dim} directions of this generator")
         landmarks = FaceLandmarks()
+        oracle, name_note = naming_oracle(args.name_by, args.ckpt)
         table = measure_directions(generator, loaded.mean_latent, factor, args.top, args.samples, args.strength,
-                                   args.truncation, args.seed, args.batch, landmarks)
+                                   args.truncation, args.seed, args.batch, landmarks, oracle=oracle)
         save_factor(tmp / "factor.pt", factor, loaded.config)
         save_png(direction_sheet(generator, loaded.mean_latent, factor, args), tmp / "directions.png")
         title = f"Directions of {loaded.source} ({args.variant}, layers {layers_text(layers)})"
@@ -105,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         summary = {
             "command": "toon3d directions", "toon3d_version": toon3d.__version__,
             "settings": {k: getattr(args, k) for k in ("ckpt", "variant", "layers", "top", "samples", "strength",
-                                                       "truncation", "seed")},
+                                                       "truncation", "seed", "name_by")},
+            "naming": {"name_by": args.name_by, "oracle": oracle is not None, "note": name_note},
             "model": {"source": loaded.source, "config": loaded.config, "truncation_mean": loaded.mean_source,
                       "meta": loaded.meta},
             "factor": {"file": "factor.pt", "variant": factor.variant, "layers": layers,
@@ -118,10 +128,24 @@ def run(args: argparse.Namespace) -> int:
         }
         with atomic_file(tmp / "directions.json") as js:
             js.write_text(json.dumps(summary, indent=2) + "\n")
-    named = ", ".join(f"{n}={v['index']}{'+' if v['sign'] > 0 else '-'}" for n, v in table.names.items() if v)
+    named = ", ".join(_resolved_names(table))
     print(f"wrote factor.pt, directions.md, directions.json, directions.png to {out}; "
-          + (f"names: {named}" if table.named else f"directions not named: {table.reason}"))
+          + (f"names: {named}" if named else f"directions not named: {table.reason}") + f" ({name_note})")
     return 0
+
+
+def _resolved_names(table) -> list[str]:
+    """'smile=3+ (oracle)', ... for every name the table resolves (the rule of `DirectionTable.resolved`)."""
+    from toon3d.errors import Toon3dError
+
+    out = []
+    for name in table.names:
+        try:
+            index, sign, how = table.resolved(name)
+        except Toon3dError:
+            continue
+        out.append(f"{name}={index}{'+' if sign > 0 else '-'} ({'weak oracle' if how.startswith('oracle,') else how})")
+    return out
 
 
 SHEET_NOTE = ("\n`directions.png`: one row per direction (0 at the top); in each row two latents, each at "

@@ -8,7 +8,7 @@ generator (--style). Outputs (all in --out, all-or-nothing):
     `human_sefa_minus.png`, `human_refined_plus.png`, ..., `cartoon_refined_minus.png`;
   - `grid.png`, like the paper's Figure 8: rows human SeFa, human refined, cartoon SeFa,
     cartoon refined; columns w − Δw, w, w + Δw;
-  - `edits.pt`: the W codes ([D], or [n_latent,D] W+ codes with --layers) by name, and all of them
+  - `edits.pt`: the W codes ([D], or [n_latent,D] W+ codes with --layers or a W+ face) by name, and all of them
     stacked under 'latents' (so `toon3d generate --latents edits.pt --space w` renders them);
   - `edits.json`: what each latent holds, the direction, settings, the refinement's per-step
     losses, identity distances and landmark measures of the human images.
@@ -29,6 +29,7 @@ LOW_BLOCKS = 4
 # Kept here so `toon3d --help` imports no torch; tests check they equal toon3d.edit.naming.NAMES / VARIANTS.
 DIRECTION_NAMES = ("smile", "mouth_open", "eyes_closed", "brows_up", "yaw", "pitch")
 VARIANT_CHOICES = ("sefa", "rosinality")
+MASK_CHOICES = ("auto", "bisenet", "synface", "ellipse", "none")  # = toon3d.edit.masks.MASK_SOURCES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--seed", type=int, default=None, help="seed of the face (z → W, truncated)")
     source.add_argument("--latent", default=None, metavar="W.pt",
-                        help="a W latent file ([D] or [N,D], .pt or .npy), e.g. toon3d generate's latents.pt")
+                        help="a latent file: W ([D] or [N,D]) or W+ ([N,n_latent,D], toon3d invert --wplus), "
+                             ".pt or .npy, e.g. toon3d generate's latents.pt")
     parser.add_argument("--latent-index", type=int, default=0, help="row of --latent to edit (default 0)")
     parser.add_argument("--direction", required=True,
                         help=f"a direction index (0 = strongest) or a name: {', '.join(DIRECTION_NAMES)}")
@@ -69,8 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--identity", default="dlib", help="identity network (default dlib: dlib's face ResNet)")
     parser.add_argument("--identity-weights", default=None, metavar="PATH",
                         help="weights of the identity network (default: found in the models folder or package)")
-    parser.add_argument("--mask", choices=["ellipse", "none"], default="ellipse",
-                        help="face mask for the low-level loss: ellipse (fixed, layout-based; default) or none")
+    parser.add_argument("--mask", default="auto",
+                        help="face mask of the low-level loss: auto (default: BiSeNet with --bisenet, else the "
+                             "SynFace parser on the built-in base, else BiSeNet from the models folder, else the "
+                             "fixed ellipse), bisenet, synface, ellipse or none")
+    parser.add_argument("--bisenet", default=None, metavar="79999_iter.pth",
+                        help="BiSeNet face-parsing weights for --mask auto|bisenet (default: the models folder)")
     parser.add_argument("--name-samples", type=int, default=64,
                         help="latents measured to name directions when no directions.json is at hand (default 64)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -102,6 +108,8 @@ def _check_settings(args: argparse.Namespace):
         raise Toon3dError("--factor brings its own variant and layers; drop --variant/--layers or drop --factor")
     if args.latent_index < 0:
         raise Toon3dError(f"--latent-index must be non-negative, got {args.latent_index}")
+    if args.mask not in MASK_CHOICES:
+        raise Toon3dError(f"unknown --mask {args.mask!r}; choose one of {', '.join(MASK_CHOICES)}")
     return direction, float(truncation)
 
 
@@ -109,7 +117,7 @@ def _load_latent(args: argparse.Namespace):
     from toon3d.errors import Toon3dError
     from toon3d.io.latents import load_latents
 
-    codes = load_latents(args.latent, dim=None)
+    codes = load_latents(args.latent, dim=None, flag="--latent", wplus=True)
     if args.latent_index >= codes.shape[0]:
         raise Toon3dError(f"--latent-index {args.latent_index} is out of range: {args.latent} holds "
                           f"{codes.shape[0]} latent(s)")
@@ -140,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(summary['images'])} images, grid.png, edits.pt, edits.json to {out} "
           f"(direction {summary['direction']['index']}{'+' if summary['direction']['sign'] > 0 else '-'}, "
           f"refine {args.refine})")
+    for note in summary["notes"]:
+        print(f"toon3d edit: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -183,6 +193,7 @@ def _factor(args: argparse.Namespace, human):
 
 def _names_table(args: argparse.Namespace, human, factor, device):
     """The name table: directions.json beside --factor when it matches, else measured now."""
+    from toon3d.edit.name_by import naming_oracle
     from toon3d.edit.naming import DirectionTable, factor_checksum, measure_directions
 
     if args.factor is not None:
@@ -198,8 +209,10 @@ def _names_table(args: argparse.Namespace, human, factor, device):
                   file=sys.stderr)
     print(f"toon3d edit: measuring the top directions on {args.name_samples} latents to name them (run toon3d "
           "directions once and pass --factor DIR/factor.pt to skip this)", file=sys.stderr)
-    table = measure_directions(human.generator, human.mean_latent.to(device), factor, samples=args.name_samples)
-    return table, "measured"
+    oracle, note = naming_oracle("auto", args.ckpt, device)
+    table = measure_directions(human.generator, human.mean_latent.to(device), factor, samples=args.name_samples,
+                               oracle=oracle)
+    return table, f"measured; {note}"
 
 
 def _edit_into(folder: Path, args: argparse.Namespace, direction_spec, truncation: float, latent, device) -> dict:
@@ -210,6 +223,7 @@ def _edit_into(folder: Path, args: argparse.Namespace, direction_spec, truncatio
     from toon3d.errors import Toon3dError
     from toon3d.io.checkpoint import save_training_state
     from toon3d.io.images import make_grid, save_png
+    from toon3d.io.latents import check_latents_fit
     from toon3d.seeds import z_from_seed
 
     human, cartoon = _models(args, device)
@@ -222,15 +236,12 @@ def _edit_into(folder: Path, args: argparse.Namespace, direction_spec, truncatio
         table_source = None
     else:
         table, table_source = _names_table(args, human, factor, device)
-        index, sign = table.resolve(direction_spec)
-        how = f"name {direction_spec!r} ({table_source})"
+        index, sign, decided = table.resolved(direction_spec)
+        how = f"name {direction_spec!r} ({table_source}; decided by {decided})"
     n = (sign * factor.direction(index)).to(device)
     mean = human.mean_latent.to(device)
     if latent is not None:
-        if latent.shape[1] != g.style_dim:
-            raise Toon3dError(f"{args.latent}: latents of width {latent.shape[1]} given, {g.style_dim} expected by "
-                              f"{human.source}; pass [N,{g.style_dim}] W codes")
-        w = latent.to(device)
+        w = check_latents_fit(latent, g.style_dim, g.n_latent, args.latent, human.source).to(device)
     else:
         z, _ = z_from_seed(args.seed, g.style_dim)
         with torch.no_grad():
@@ -238,9 +249,11 @@ def _edit_into(folder: Path, args: argparse.Namespace, direction_spec, truncatio
     w = mean + truncation * (w - mean)
     alpha = float(args.strength)
     deltas = {"sefa_plus": alpha * n[None], "sefa_minus": -alpha * n[None]}
-    refine_record = None
+    refine_record, notes = None, []
     if args.refine != "off":
-        deltas_refined, refine_record = _refine(args, g, w, n, alpha, factor.layers, embedder)
+        mask = _mask(args, device)
+        notes.append(mask.note)
+        deltas_refined, refine_record = _refine(args, g, w, n, alpha, factor.layers, embedder, mask)
         deltas.update(deltas_refined)
     codes = {"neutral": apply_direction(w, torch.zeros_like(n), g.n_latent)}
     for name, delta in deltas.items():
@@ -262,9 +275,10 @@ def _edit_into(folder: Path, args: argparse.Namespace, direction_spec, truncatio
     rows = [[images[f"{d}_{m}_minus"], images[f"{d}_neutral"], images[f"{d}_{m}_plus"]]
             for d in domains for m in methods]
     save_png(make_grid(torch.stack([x for row in rows for x in row]), nrow=3), folder / "grid.png")
-    # W codes: [D] for a plain W edit, [n_latent, D] when the edit touches chosen W+ layers only.
-    stored = {k: (v[0, 0] if factor.layers is None else v[0]).detach().float().cpu().contiguous()
-              for k, v in codes.items()}
+    # W codes: [D] for a plain W edit of a W code, [n_latent, D] when the edit touches chosen W+
+    # layers only or the face was a W+ code.
+    wplus = factor.layers is not None or w.dim() == 3
+    stored = {k: (v[0] if wplus else v[0, 0]).detach().float().cpu().contiguous() for k, v in codes.items()}
     save_training_state(folder / "edits.pt", {**stored, "latents": torch.stack(list(stored.values())),
                                               "order": list(stored)})
     human_batch = torch.stack([images[f"human_{k}"] for k in codes])
@@ -273,15 +287,16 @@ def _edit_into(folder: Path, args: argparse.Namespace, direction_spec, truncatio
         "settings": {"seed": args.seed, "latent": args.latent, "latent_index": args.latent_index if args.latent
                      else None, "strength": alpha, "refine": args.refine, "truncation": truncation,
                      "steps": args.steps, "lr": args.lr, "identity": args.identity, "mask": args.mask,
-                     "device": str(device)},
+                     "bisenet": args.bisenet, "device": str(device)},
         "direction": {"spec": args.direction, "index": index, "sign": sign, "resolved_by": how,
                       "factor": factor_source, "variant": factor.variant, "layers": factor.layers},
         "models": {"human": {"source": human.source, "config": human.config, "truncation_mean": human.mean_source},
                    "cartoon": None if cartoon is None else {"source": cartoon.source, "config": cartoon.config}},
         "latents": {"file": "edits.pt", "order": list(stored), "stacked": "latents",
                     "shape": list(stored["neutral"].shape),
-                    "space": "W (same code for every layer)" if factor.layers is None else
-                             f"W+ (edit on layers {factor.layers})",
+                    "space": "W (same code for every layer)" if not wplus else
+                             "W+ (" + ("a W+ face" if w.dim() == 3 else "a W face")
+                             + (f", edit on layers {factor.layers})" if factor.layers is not None else ")"),
                     "truncated": f"psi {truncation:g} toward G_base's mean before editing",
                     "holds": {k: _describe(k) for k in stored}},
         "images": names,
@@ -290,6 +305,7 @@ def _edit_into(folder: Path, args: argparse.Namespace, direction_spec, truncatio
         "refinement": refine_record,
         "human_measures": _measures(human_batch, list(codes)),
         "identity_distance": _identity_distances(embedder, human_batch, list(codes), device),
+        "notes": notes,
     }
     with open(folder / "edits.json", "w") as handle:
         handle.write(json.dumps(summary, indent=2) + "\n")
@@ -327,23 +343,31 @@ def _identity_if_available(args: argparse.Namespace, device):
         return None
 
 
-def _refine(args: argparse.Namespace, g, w, n, alpha: float, layers, embedder):
+def _mask(args: argparse.Namespace, device):
+    """The face mask of the low-level loss (`toon3d.edit.masks.choose_mask`): a MaskSource."""
+    from toon3d.edit.masks import choose_mask
+    from toon3d.edit.name_by import is_builtin_base
+
+    return choose_mask(args.mask, builtin_generator=is_builtin_base(args.ckpt), bisenet_path=args.bisenet,
+                       device=device)
+
+
+def _refine(args: argparse.Namespace, g, w, n, alpha: float, layers, embedder, mask_source):
     """Refined deltas {'refined_plus': [1,D], 'refined_minus': [1,D]} and the record for edits.json."""
     import time
 
     import torch
 
-    from toon3d.edit.masks import face_ellipse_mask
     from toon3d.edit.refine import refine_direction
 
     def low(images):
         return embedder.features(images, LOW_BLOCKS)[-1]
 
-    mask = face_ellipse_mask if args.mask == "ellipse" else None
+    mask = mask_source.fn
     start = time.perf_counter()
     if args.refine == "paper":
-        result = refine_direction(g, w.expand(2, -1), n, torch.tensor([alpha, -alpha]), embedder.embed, low, mask,
-                                  "paper", args.steps, args.lr, layers=layers)
+        result = refine_direction(g, w.expand(2, *w.shape[1:]), n, torch.tensor([alpha, -alpha]), embedder.embed,
+                                  low, mask, "paper", args.steps, args.lr, layers=layers)
         deltas = {"refined_plus": result.delta_w[0:1], "refined_minus": result.delta_w[1:2]}
         samples = ["plus", "minus"]
     else:
@@ -354,7 +378,7 @@ def _refine(args: argparse.Namespace, g, w, n, alpha: float, layers, embedder):
     seconds = time.perf_counter() - start
     record = {"mode": result.mode, "lambda_low": result.lambda_low, "steps": args.steps, "lrs": result.lrs,
               "seconds": round(seconds, 3), "identity": args.identity, "low_features": f"first {LOW_BLOCKS} blocks",
-              "mask": args.mask, "runs": samples,
+              "mask": mask_source.describe(), "runs": samples,
               "losses": result.losses.T.tolist(), "id_losses": result.id_losses.T.tolist(),
               "low_losses": result.low_losses.T.tolist(),
               "delta_norm": {"sefa": abs(alpha), **{k: float(v.norm()) for k, v in deltas.items()}}}

@@ -2,7 +2,8 @@
 
 Outputs (all in --out): `seed0000.png` per seed (or `latent0000.png` per latent row),
 `grid.png` (the first 64 images), `latents.pt` + `latents.npy` (the W codes actually fed
-to the synthesis network, after truncation, [N,style_dim] float32) and `generate.json`
+to the synthesis network, after truncation, [N,style_dim] float32, or W+ [N,n_latent,style_dim]
+when --latents held W+ codes) and `generate.json`
 (settings, model, files). `--raw FILE.npy` also writes the float32 images [N,3,S,S]
 before quantisation.
 
@@ -53,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--seeds", default=None, help="seeds, ranges and lists: 0-7, 0-3,7 (default 0-7)")
     source.add_argument("--latents", default=None, metavar="FILE",
-                        help="[N,512] latents in .pt (loaded safely) or .npy, e.g. a previous run's latents.pt")
+                        help="[N,512] latents in .pt (loaded safely) or .npy, e.g. a previous run's latents.pt; "
+                             "with --space w also W+ codes [N,n_latent,512] (toon3d invert --wplus, toon3d edit)")
     parser.add_argument("--space", choices=["z", "w"], default="z",
                         help="what --latents holds: z (fed through the mapping network) or w (default z)")
     parser.add_argument("--truncation", type=float, default=None,
@@ -140,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
 
     from toon3d.devices import resolve_device
+    from toon3d.errors import Toon3dError
     from toon3d.io.atomic import atomic_dir, atomic_file
     from toon3d.io.latents import load_latents
     from toon3d.models import resolve_generator
@@ -148,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     device = resolve_device(settings.device)
     # Latent files are checked before any output or model is touched; their width after loading.
-    codes = load_latents(settings.latents, dim=None) if settings.latents is not None else None
+    codes = load_latents(settings.latents, dim=None, wplus=True) if settings.latents is not None else None
+    if codes is not None and codes.dim() == 3 and settings.space != "w":
+        raise Toon3dError(f"{settings.latents} holds W+ codes {list(codes.shape)}, which have no z; pass --space w")
     out = Path(args.out)
     raw_path, raw_inside = _raw_target(args.raw, out)
     overrides = ArchOverrides(size=args.size, channel_multiplier=args.channel_multiplier,
@@ -185,14 +190,14 @@ def _generate_into(folder: Path, raw_file: Path | None, loaded, settings: Genera
     import toon3d
     from toon3d.errors import Toon3dError
     from toon3d.io.images import make_grid, save_png
-    from toon3d.io.latents import check_latent_dim, save_latents
+    from toon3d.io.latents import check_latents_fit, save_latents
     from toon3d.seeds import seed_stream, z_from_seed
     from toon3d.stylegan2.sampling import synthesize, truncate
 
     generator = loaded.generator.to(device).eval()
     style_dim, size = loaded.config["style_dim"], generator.size
     if codes is not None:
-        codes = check_latent_dim(codes, style_dim, settings.latents)
+        codes = check_latents_fit(codes, style_dim, generator.n_latent, settings.latents, loaded.source)
         keys = list(range(codes.shape[0]))
         names = [f"latent{i:04d}.png" for i in keys]
     else:
@@ -249,7 +254,8 @@ def _generate_into(folder: Path, raw_file: Path | None, loaded, settings: Genera
         "size": size,
         "images": names,
         "grid": {"file": "grid.png", "images": len(grid_images)},
-        "latents": {"files": ["latents.pt", "latents.npy"], "space": "w", "shape": [count, style_dim],
+        "latents": {"files": ["latents.pt", "latents.npy"], "space": "w+" if codes is not None and codes.dim() == 3
+                    else "w", "shape": [count, *used_w[0].shape[1:]],
                     "truncated": settings.truncation != 1.0},
         "raw": None if raw_file is None else {"shape": [count, 3, size, size], "dtype": "float32",
                                               "range": "about [-1,1], not clamped"},

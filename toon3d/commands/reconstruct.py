@@ -61,7 +61,7 @@ def _latent(args: argparse.Namespace, loaded, device):
 
     g = loaded.generator
     if args.latent is not None:
-        codes = load_latents(args.latent, dim=None)
+        codes = load_latents(args.latent, dim=None, flag="toon3d reconstruct --latent")
         if not 0 <= args.latent_index < codes.shape[0]:
             raise Toon3dError(f"--latent-index {args.latent_index} is out of range: {args.latent} holds "
                               f"{codes.shape[0]} latent(s)")

@@ -104,13 +104,21 @@ def _synface_mask(rule: str, device, why: str) -> MaskSource:
                       f"rule {rule!r}", rule)
 
 
+def _synface_parser_shipped() -> bool:
+    from toon3d.faces.synface_parser import WEIGHTS_NAME
+    from toon3d.models import WEIGHTS_DIR
+
+    return (WEIGHTS_DIR / f"{WEIGHTS_NAME}.safetensors").is_file()
+
+
 def choose_mask(source: str = "auto", builtin_generator: bool = True, bisenet_path: str | os.PathLike | None = None,
                 rule: str = DEFAULT_RULE, device: torch.device | str | None = None) -> MaskSource:
     """The face mask of the low-level loss: `source` auto|bisenet|synface|ellipse|none → MaskSource.
 
     auto: BiSeNet when `bisenet_path` is given, else the SynFace parser for a built-in G_base
-    (`builtin_generator`), else BiSeNet from the models folder, else the ellipse (with a note saying
-    how to get BiSeNet). Asking for a parser whose weights are missing is a one-line error.
+    (`builtin_generator`; when its weights are installed), else BiSeNet from the models folder,
+    else the ellipse (with a note saying how to get BiSeNet). Asking for a parser whose weights
+    are missing is a one-line error.
     """
     from toon3d.errors import Toon3dError
     from toon3d.models import find, how_to_get
@@ -128,11 +136,12 @@ def choose_mask(source: str = "auto", builtin_generator: bool = True, bisenet_pa
         return _synface_mask(rule, device, "as asked")
     if bisenet_path is not None:
         return _bisenet_mask(bisenet_path, rule, device, f"weights {bisenet_path}")
-    if builtin_generator:
+    if builtin_generator and _synface_parser_shipped():
         return _synface_mask(rule, device, "built-in generator")
     found = find("bisenet")
     if found is not None:
         return _bisenet_mask(found, rule, device, f"weights found at {found}")
+    why = ("the built-in SynFace parser is not installed" if builtin_generator else
+           "no face parser for this generator: the SynFace parser is for the built-in world only")
     return MaskSource("ellipse", face_ellipse_mask,
-                      "face mask: the fixed face ellipse (no face parser for this generator: the SynFace parser is "
-                      f"for the built-in world only; for BiSeNet {how_to_get('bisenet')})")
+                      f"face mask: the fixed face ellipse ({why}; for BiSeNet {how_to_get('bisenet')})")

@@ -1,4 +1,9 @@
-"""Latent-code files: `[N,D]` float tensors in `.pt` (loaded safely) or `.npy` (no pickles)."""
+"""Latent-code files: W `[N,D]` or W+ `[N,L,D]` float tensors in `.pt` (loaded safely) or `.npy` (no pickles).
+
+A 2-D array is always read as N W codes: `[L,D]` (one W+ code) cannot be told from `[N,D]`
+(`toon3d generate -n 10` writes [10,D]; a 64 px generator has L = 10), so a single W+ code is
+stored, and read, as `[1,L,D]`, which is what `toon3d invert --wplus` writes.
+"""
 
 from __future__ import annotations
 
@@ -59,8 +64,28 @@ def check_latent_dim(latents: torch.Tensor, dim: int, path: str | os.PathLike) -
     return latents
 
 
-def load_latents(path: str | os.PathLike, dim: int | None = 512, flag: str = "--latents") -> torch.Tensor:
-    """Read a latent file as finite float32 [N,dim] on the CPU ([dim] becomes [1,dim]; dim=None: any D)."""
+def check_latents_fit(latents: torch.Tensor, style_dim: int, n_latent: int, path: str | os.PathLike,
+                      source: str = "this generator") -> torch.Tensor:
+    """W [N,D] or W+ [N,L,D] latents must have D == style_dim and L == n_latent; else a one-line error."""
+    if latents.dim() == 2:
+        return check_latent_dim(latents, style_dim, path)
+    if latents.shape[-1] != style_dim:
+        raise Toon3dError(f"{path}: W+ codes of width {latents.shape[-1]} given (shape {list(latents.shape)}), "
+                          f"{style_dim} expected by {source}; pass [N,{n_latent},{style_dim}]")
+    if latents.dim() == 3 and latents.shape[1] != n_latent:
+        raise Toon3dError(f"{path}: W+ codes with {latents.shape[1]} layers given (shape {list(latents.shape)}), "
+                          f"{source} reads {n_latent}; pass W+ codes of that generator")
+    return latents
+
+
+def load_latents(path: str | os.PathLike, dim: int | None = 512, flag: str = "--latents",
+                 wplus: bool = False) -> torch.Tensor:
+    """Read a latent file as finite float32 [N,dim] on the CPU ([dim] becomes [1,dim]; dim=None: any D).
+
+    wplus=True (a command that can feed one code per layer): W+ codes [N,L,dim] are returned as
+    they are (check L against the generator with `check_latents_fit`); otherwise they are a
+    one-line error naming `flag`.
+    """
     path = Path(path)
     if not path.is_file():
         raise Toon3dError(f"latent file {path} not found; check the path" if not path.exists()
@@ -77,16 +102,22 @@ def load_latents(path: str | os.PathLike, dim: int | None = 512, flag: str = "--
     width = dim if dim is not None else shape[-1]
     if latents.dim() == 1:
         latents = latents.unsqueeze(0)
-    elif latents.dim() == 3:
-        raise Toon3dError(f"{path}: {shape} W+ latents are not supported by {flag}; pass [N,{width}]")
-    elif latents.dim() != 2:
-        raise Toon3dError(f"{path}: latents of shape {shape} given, [N,{width}] expected; pass [N,{width}]")
-    if latents.shape[0] == 0 or latents.shape[1] == 0:
+    elif latents.dim() == 3 and not wplus:
+        raise Toon3dError(f"{path}: {shape} W+ latents are not supported by {flag}, which reads W codes only; "
+                          f"pass [N,{width}] W codes (toon3d invert without --wplus)")
+    elif latents.dim() not in (2, 3):
+        raise Toon3dError(f"{path}: latents of shape {shape} given, [N,{width}]"
+                          + (f" or W+ [N,L,{width}]" if wplus else "") + f" expected; pass [N,{width}]")
+    if 0 in latents.shape:
         raise Toon3dError(f"{path} holds no latents (shape {shape}); pass at least one row")
     if dim is not None:
-        check_latent_dim(latents, dim, path)
+        if latents.dim() == 3 and latents.shape[-1] != dim:
+            raise Toon3dError(f"{path}: W+ latents of shape {shape} given, [N,L,{dim}] expected by this "
+                              f"generator; pass [N,L,{dim}]")
+        if latents.dim() == 2:
+            check_latent_dim(latents, dim, path)
     latents = latents.detach().to(torch.float32)
-    finite = torch.isfinite(latents).all(dim=1)
+    finite = torch.isfinite(latents.reshape(latents.shape[0], -1)).all(dim=1)
     if not finite.all():
         bad = int((~finite).nonzero()[0, 0])
         raise Toon3dError(f"{path}: row {bad} contains NaN or inf ({int((~finite).sum())} bad rows); "

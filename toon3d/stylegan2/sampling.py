@@ -11,7 +11,7 @@ from toon3d.stylegan2.generator import NOISE_MODES
 
 
 def truncate(w: torch.Tensor, mean: torch.Tensor, psi: float) -> torch.Tensor:
-    """Truncation trick: w [B,D], mean [1,D] → mean + psi·(w − mean) [B,D] (psi=1 leaves w unchanged)."""
+    """Truncation trick: w [B,D] (or W+ [B,L,D]), mean [1,D] → mean + psi·(w − mean), w's shape (psi=1: w)."""
     if psi == 1.0:
         return w
     return mean + psi * (w - mean)
@@ -28,14 +28,14 @@ def per_sample_noise(generator: nn.Module, streams: Sequence[torch.Generator],
 @torch.no_grad()
 def synthesize(generator: nn.Module, w: torch.Tensor, noise_mode: str = "const",
                streams: Sequence[torch.Generator] | None = None) -> torch.Tensor:
-    """W codes w [B,D] (one per image, used for every layer) → images [B,3,S,S], about [-1,1].
+    """W codes w [B,D] (one per image, used for every layer) or W+ [B,n_latent,D] → images [B,3,S,S], about [-1,1].
 
     noise_mode: "const" uses the generator's stored noise maps, "none" zero noise, "random"
     fresh N(0,1) maps with sample b drawn from streams[b] (so a sample does not depend on its batch).
     """
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-    ws = w.unsqueeze(1).repeat(1, generator.n_latent, 1)
+    ws = w.unsqueeze(1).repeat(1, generator.n_latent, 1) if w.dim() == 2 else w
     if noise_mode == "random":
         if streams is None or len(streams) != w.shape[0]:
             raise ValueError("noise_mode='random' needs one torch.Generator per sample in streams")
