@@ -243,6 +243,22 @@ def test_layout_prior_mask_is_the_face_box():
     assert mask.sum() == len(rows) * len(cols)
 
 
+def test_prior_decomposition_is_the_clamped_layout_prior_seen_frontally():
+    from toon3d.shape.photo_geometry import mean_light
+    from toon3d.shape.pretrain import layout_face_mask, layout_prior_depth, prior_decomposition
+    from toon3d.shape.prior import ellipsoid_depth
+
+    geometry = GeometrySettings(32, pixel_offset=0.0)
+    dec = prior_decomposition(torch.zeros(3, 3, 32, 32), geometry)
+    target = ellipsoid_depth(layout_face_mask(32), "box")
+    assert torch.equal(layout_prior_depth(32), target)
+    assert torch.equal(dec.raw_depth[1], target)
+    assert torch.equal(dec.depth[:, :, 2:-2], target[:, 2:-2].expand(3, 32, 28))
+    assert (dec.depth[..., :2] == geometry.border_depth).all() and (dec.depth[..., -2:] == geometry.border_depth).all()
+    assert (dec.view == 0).all()
+    torch.testing.assert_close(dec.light, mean_light(3, geometry, dec.depth))
+
+
 def test_each_net_gets_its_learning_rate_multiplier(toon_folder):
     run = PretrainRun("unused", tiny_config(toon_folder, lr=2e-4, lr_mults=(1.0, 3.0, 5.0, 5.0, 0.5)), None,
                       source=FixedImages())
@@ -299,3 +315,28 @@ def test_face_region_limits_the_image_terms_to_the_region(toon_folder):
     torch.testing.assert_close(losses["l1_flip"], masked_l1(rec_flip.image, images, both))
     everywhere, _ = pretrain_loss(nets, None, images, geometry, renderer, None, 0.0, 0.5, 0.0)
     assert everywhere["l1"].item() != pytest.approx(losses["l1"].item())
+
+
+def test_warmup_trains_only_albedo_light_and_confidence_then_everything(toon_folder):
+    cfg = tiny_config(toon_folder, warmup_iters=2, iters=3, prior_steps=0, lam_pseudo=1.0)
+    run = PretrainRun("unused", cfg, None, source=FixedImages())
+    frozen = {name: [p.detach().clone() for p in getattr(run.nets, name).parameters()] for name in ("depth", "view")}
+    moving = [p.detach().clone() for p in run.nets.albedo.parameters()]
+    for _ in range(2):
+        losses = run.step()
+        # the warm-up scores the frontal view and no pseudo samples (they need V)
+        assert losses["pseudo"].item() == 0.0
+        for name in ("depth", "view"):
+            assert all(p.grad is None for p in getattr(run.nets, name).parameters()), name
+        for name in ("albedo", "light"):
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(run.nets, name).parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in run.conf.parameters())
+    for name, before in frozen.items():
+        assert all(torch.equal(a, b) for a, b in zip(before, getattr(run.nets, name).parameters())), name
+    assert not all(torch.equal(a, b) for a, b in zip(moving, run.nets.albedo.parameters()))
+    losses = run.step()  # iteration 2: joint
+    assert losses["pseudo"].item() > 0.0
+    for name in ("depth", "albedo", "view", "light"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(run.nets, name).parameters()), name
+    assert all(p.grad is None for p in run.nets.encoder.parameters())
+    assert "--warmup-iters" in one_line_error(replace(cfg, warmup_iters=-1).check)

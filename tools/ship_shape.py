@@ -4,7 +4,8 @@
         --eval toon=/work/data/toon64_test --eval synface=/work/data/synface64_test --n 256
 
 Measures, on each held-out ground-truth folder, SIDE (×100) and MAD of the instant (feed-forward)
-prediction with Unsup3d's protocol (`toon3d.shape.depth_eval`), next to a flat card at the
+prediction with Unsup3d's protocol (`toon3d.shape.depth_eval`), next to the layout's ellipsoid
+prior alone (what `--instant` falls back to without a reconstructor) and a flat card at the
 predicted view for scale, and the CPU time per image; writes the weights, the card
 (`toon3d.train.ship.write_card`) and a preview sheet `docs/images/shape_<world>.png`.
 """
@@ -30,6 +31,7 @@ def measure(nets, geometry, folder: str, n: int) -> dict:
     from toon3d.shape.depth_eval import load_ground_truth, score_view_depth, summarise
     from toon3d.shape.instant import instant_reconstruct
     from toon3d.shape.photo_geometry import Decomposition
+    from toon3d.shape.pretrain import prior_decomposition
 
     gt = load_ground_truth(folder, n, geometry.size)
     t0 = time.perf_counter()
@@ -38,15 +40,18 @@ def measure(nets, geometry, folder: str, n: int) -> dict:
     instant = summarise(score_view_depth(dec, gt, geometry))
     flat = torch.full_like(dec.depth, 1.0)
     card = summarise(score_view_depth(Decomposition(flat, flat, dec.albedo, dec.view, dec.light), gt, geometry))
-    return {"instant": instant, "flat_card_at_predicted_view": card, "seconds_per_image": round(per_image, 4),
-            "folder": folder}
+    prior = summarise(score_view_depth(prior_decomposition(gt.images, geometry), gt, geometry))
+    beats = instant["side_x100"] <= prior["side_x100"] and instant["mad_deg"] <= prior["mad_deg"]
+    return {"instant": instant, "prior": prior, "instant_beats_prior": beats,
+            "flat_card_at_predicted_view": card, "seconds_per_image": round(per_image, 4), "folder": folder}
 
 
 def describe(fig: dict, n: int) -> str:
     """One card line for a folder's figures."""
-    i, c = fig["instant"], fig["flat_card_at_predicted_view"]
+    i, c, p = fig["instant"], fig["flat_card_at_predicted_view"], fig["prior"]
     return (f"`{fig['folder']}` (first {i['n']} images): instant SIDE×100 {i['side_x100']:.3f} ± {i['side_x100_std']:.3f}, "
-            f"MAD {i['mad_deg']:.2f} ± {i['mad_deg_std']:.2f}°; flat card at the predicted view "
+            f"MAD {i['mad_deg']:.2f} ± {i['mad_deg_std']:.2f}°; the layout's ellipsoid prior alone (frontal) "
+            f"{p['side_x100']:.3f} / {p['mad_deg']:.2f}°; flat card at the predicted view "
             f"{c['side_x100']:.3f} / {c['mad_deg']:.2f}°; {fig['seconds_per_image']:.3f} s per image "
             "(CPU, 1 thread, batch 1)")
 
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", default=str(REPO / "toon3d" / "weights"))
     parser.add_argument("--sheet-dir", default=str(REPO / "docs" / "images"))
     parser.add_argument("--notes", default="", help="free text for the card")
+    parser.add_argument("--allow-worse", action="store_true",
+                        help="ship even where the instant prediction scores worse than the ellipsoid prior alone")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -90,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             if not folder:
                 raise Toon3dError(f"--eval takes NAME=FOLDER, got {item!r}")
             figures[name] = measure(nets, geometry, folder, args.n)
+        worse = [name for name, fig in figures.items() if not fig["instant_beats_prior"]]
+        if worse and not args.allow_worse:
+            fig = figures[worse[0]]
+            raise Toon3dError(
+                f"the instant prediction is worse than the ellipsoid prior alone on {', '.join(worse)} (SIDE×100 "
+                f"{fig['instant']['side_x100']:.3f} vs {fig['prior']['side_x100']:.3f}, MAD {fig['instant']['mad_deg']:.2f} "
+                f"vs {fig['prior']['mad_deg']:.2f}°); nothing written: train longer or pass --allow-worse")
         weights = Path(args.weights_dir)
         name = f"shape_{args.world}"
         phases = [{"what": "Unsup3d-style joint pretraining of D, A, V, L (flip symmetry, confidence maps)",

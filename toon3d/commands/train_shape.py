@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--face-region", action="store_true",
                         help="score only the toon3d layout's face box (the built-in worlds' backdrops do not turn "
                              "with the head)")
+    parser.add_argument("--warmup-iters", type=int, default=0,
+                        help="first N iterations train only the albedo, light and confidence nets, depth held at its "
+                             "prior fit and the view frontal (GAN2Shape's step 1; default 0)")
     parser.add_argument("--no-confidence", action="store_true", help="no confidence maps (plain L1 / perceptual)")
     parser.add_argument("--perceptual", choices=("dlib", "vgg"), default="dlib",
                         help="perceptual features: dlib (offline substitute, default) or vgg (needs VGG16)")
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                          size=args.size, nf=args.nf, nf_vl=args.nf_vl, zdim=args.zdim, batch=args.batch,
                          iters=args.iters, lr=args.lr, lr_mults=tuple(args.lr_mults), lam_perc=args.lam_perc,
                          lam_flip=args.lam_flip, lam_smooth=args.lam_smooth,
-                         lam_pseudo=args.lam_pseudo, face_region=args.face_region, confidence=not args.no_confidence,
+                         lam_pseudo=args.lam_pseudo, face_region=args.face_region,
+                         warmup_iters=args.warmup_iters, confidence=not args.no_confidence,
                          perceptual=args.perceptual, truncation=args.truncation,
                          pixel_offset=args.pixel_offset, seed=args.seed, ckpt_every=args.ckpt_every,
                          sample_every=args.sample_every, eval_every=args.eval_every, eval_data=args.eval_data,

@@ -14,7 +14,9 @@ where with confidence maps each L1/P term is the Laplacian negative log-likeliho
 perceptual distance (`toon3d.shape.losses`: VGG16 when supplied, else the dlib substitute), and
 S the second-order smoothness GAN2Shape adds to every step (λ_s = 0.01; 0 gives Unsup3d's loss).
 Before the first iteration the depth net is fitted to the layout's ellipsoid prior (GAN2Shape's
-depth initialisation).
+depth initialisation). An optional warm-up (`warmup_iters`) then trains A, L and the confidence
+net alone, D held at that fit and V at the frontal view (GAN2Shape's step 1): at CPU budgets the
+albedo otherwise stays a mean face while the depth darkens the rim to explain hair and outlines.
 Adam (lr 1e-4, weight decay 5e-4) over D, A, V, L and the confidence net.
 
 A run folder holds config.json (settings and every command), state.pt (atomic; an exact
@@ -70,6 +72,9 @@ class PretrainConfig:
     lam_smooth: float = 0.01        # GAN2Shape's λ_smooth on smoothness2(depth) + smoothness2(diffuse); 0 = Unsup3d
     lam_pseudo: float = 0.0         # weight of the re-posed, re-lit pseudo samples' reconstruction (0 = Unsup3d)
     face_region: bool = False       # score only the layout's face box (the backdrop does not turn with the head)
+    # The first warmup_iters iterations train A, L (and C) only: D stays at its prior fit and V at the frontal
+    # view (GAN2Shape's step 1), so the albedo learns the faces before shading and pose can explain them away.
+    warmup_iters: int = 0
     confidence: bool = True
     perceptual: str = "dlib"
     truncation: float = 1.0         # generator samples: truncation psi
@@ -104,6 +109,8 @@ class PretrainConfig:
         if (self.lr <= 0 or self.lam_flip < 0 or self.lam_perc < 0 or self.lam_smooth < 0
                 or self.lam_pseudo < 0):
             raise Toon3dError("lr must be positive and the loss weights non-negative")
+        if self.warmup_iters < 0:
+            raise Toon3dError(f"--warmup-iters must be ≥ 0, got {self.warmup_iters}")
         if self.prior_steps < 0 or self.prior_lr <= 0:
             raise Toon3dError("--prior-steps must be ≥ 0 and --prior-lr positive")
         if min(self.ckpt_every, self.sample_every, self.eval_every) < 1:
@@ -198,6 +205,28 @@ def layout_face_mask(size: int) -> torch.Tensor:
     return mask
 
 
+def layout_prior_depth(size: int) -> torch.Tensor:
+    """[S,S] in [0.91, 1.02]: the ellipsoid prior of the layout's face box, what `fit_prior` fits D to."""
+    from toon3d.shape.prior import ellipsoid_depth
+
+    return ellipsoid_depth(layout_face_mask(size), "box")
+
+
+def prior_decomposition(images: torch.Tensor, geometry: GeometrySettings) -> Decomposition:
+    """The layout prior as factors of images [B,3,S,S]: border-clamped prior depth, frontal view, mean light,
+    grey albedo; the baseline an instant reconstructor must beat (SIDE/MAD of the prior alone)."""
+    from toon3d.shape.photo_geometry import canonical_view, mean_light
+
+    b, s = images.shape[0], geometry.size
+    raw = layout_prior_depth(s).to(images).expand(b, s, s).clone()
+    depth = raw.clone()
+    k = geometry.border_columns
+    if k > 0:
+        depth[..., :k] = geometry.border_depth
+        depth[..., -k:] = geometry.border_depth
+    return Decomposition(depth, raw, torch.zeros_like(images), canonical_view(b, images), mean_light(b, geometry, images))
+
+
 def build_nets(cfg: PretrainConfig) -> tuple[ShapeNets, ConfidenceNet | None]:
     """Fresh networks of cfg's sizes, weights drawn from cfg.seed."""
     with torch.random.fork_rng(devices=[]):
@@ -249,7 +278,8 @@ def render_pseudo(dec: Decomposition, renderer: Renderer, geometry: GeometrySett
 def pretrain_loss(nets: ShapeNets, conf: ConfidenceNet | None, images: torch.Tensor, geometry: GeometrySettings,
                   renderer: Renderer, perceptual: PerceptualDistance | None, lam_perc: float = 1.0,
                   lam_flip: float = 0.5, lam_smooth: float = 0.0, lam_pseudo: float = 0.0,
-                  rng: torch.Generator | None = None, region: torch.Tensor | None = None
+                  rng: torch.Generator | None = None, region: torch.Tensor | None = None,
+                  train_depth: bool = True, train_view: bool = True
                   ) -> tuple[dict[str, torch.Tensor], Decomposition]:
     """Unsup3d's loss (+ λ_smooth·L_smooth, + λ_pseudo·L_pseudo) of images [B,3,S,S] in [-1,1] → ({'total', 'l1',
     'l1_flip', 'perc', 'perc_flip', 'smooth', 'pseudo'} plus the detached monitors 'l1_plain' and
@@ -262,8 +292,11 @@ def pretrain_loss(nets: ShapeNets, conf: ConfidenceNet | None, images: torch.Ten
     L_pseudo (GAN2Shape's step-3 idea without the GAN projection): each image's factors rendered at a
     random view and light (`render_pseudo`, no gradient) must be reconstructed from the image's depth
     and albedo with V and L of the pseudo image, so V and L learn views and lights they can check.
+
+    `train_depth=False` runs D without gradient, `train_view=False` uses the frontal view instead of V
+    (the warm-up of `PretrainConfig.warmup_iters`).
     """
-    dec = decompose(nets, images, geometry)
+    dec = decompose(nets, images, geometry, depth=train_depth, view=train_view)
     rec = reconstruct(renderer, dec)
     rec_flip = reconstruct(renderer, dec, flip=True)
     s_l1 = s_perc = None
@@ -372,9 +405,11 @@ class PretrainRun:
         rng = iteration_generator(self.cfg.seed + 7_777, self.iteration)
         region = layout_face_mask(self.cfg.size).to(images).view(1, 1, self.cfg.size, self.cfg.size) \
             if self.cfg.face_region else None
+        joint = self.iteration >= self.cfg.warmup_iters
         losses, _ = pretrain_loss(self.nets, self.conf, images, self.geometry, self.renderer, self.perceptual,
-                                  self.cfg.lam_perc, self.cfg.lam_flip, self.cfg.lam_smooth, self.cfg.lam_pseudo, rng,
-                                  region)
+                                  self.cfg.lam_perc, self.cfg.lam_flip, self.cfg.lam_smooth,
+                                  self.cfg.lam_pseudo if joint else 0.0, rng, region,
+                                  train_depth=joint, train_view=joint)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.opt.step()
@@ -419,10 +454,10 @@ class PretrainRun:
         Every built-in world draws its face at `toon3d.synth.layout`'s place, so one mask (the box
         from the top of the head to the chin, cheek to cheek) stands in for GAN2Shape's parsing mask.
         """
-        from toon3d.shape.prior import ellipsoid_depth, fit_depth_to
+        from toon3d.shape.prior import fit_depth_to
 
         t0 = time.perf_counter()
-        target = ellipsoid_depth(layout_face_mask(self.cfg.size), "box").to(self.device)
+        target = layout_prior_depth(self.cfg.size).to(self.device)
         images = self.fixed_batch(self.cfg.batch)
         self.prior_losses = fit_depth_to(self.nets.depth, images, target, self.geometry, steps=self.cfg.prior_steps,
                                          lr=self.cfg.prior_lr, wd=self.cfg.weight_decay, progress=progress)
