@@ -213,8 +213,8 @@ def _released() -> ReconstructionSettings:
 # faces that fill the frame (CelebA/FFHQ crops); our layout's face is about half the image wide
 # (toon3d.synth.layout), so that relief is ~2.5x the true head's and the prior reads as a cone.
 # Calibrated on 256 training renders of /work/data/toon64 with ground truth (SIDE×100 / MAD of
-# the prior alone: near 0.91 → 2.26 / 34.7°, 0.975 → 0.91 / 23.1°; held-out toon64_test: 0.93 /
-# 23.9° at 0.97-0.98 vs 2.26 / 34.7°). `tools/calibrate_prior.py` re-measures it.
+# the prior alone: near 0.91 → 2.24 / 34.9°, 0.975 → 0.91 / 23.1°; 256 held-out toon64_test
+# renders: 2.26 / 34.7° → 0.90 / 23.1°). `tools/calibrate_prior.py` re-measures it.
 # The prior fit runs 600 steps (not 200): a shorter fit leaves the depth net's transposed-conv
 # grid in the depth, which the 30 step-3 iterations then amplify (toon renders 0-7, full row:
 # MAD 41.1° → 35.7°, SIDE×100 1.94 → 1.91, +16 s per image).
