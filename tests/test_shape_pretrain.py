@@ -250,8 +250,11 @@ def test_prior_decomposition_is_the_clamped_layout_prior_seen_frontally():
 
     geometry = GeometrySettings(32, pixel_offset=0.0)
     dec = prior_decomposition(torch.zeros(3, 3, 32, 32), geometry)
-    target = ellipsoid_depth(layout_face_mask(32), "box")
+    from toon3d.shape.settings import BUILTIN_PRIOR_NEAR
+
+    target = ellipsoid_depth(layout_face_mask(32), "box", near=BUILTIN_PRIOR_NEAR)  # the cpu preset's prior
     assert torch.equal(layout_prior_depth(32), target)
+    assert torch.equal(layout_prior_depth(32, 0.91), ellipsoid_depth(layout_face_mask(32), "box"))
     assert torch.equal(dec.raw_depth[1], target)
     assert torch.equal(dec.depth[:, :, 2:-2], target[:, 2:-2].expand(3, 32, 28))
     assert (dec.depth[..., :2] == geometry.border_depth).all() and (dec.depth[..., -2:] == geometry.border_depth).all()

@@ -40,6 +40,7 @@ from toon3d.errors import Toon3dError
 from toon3d.shape.confidence import ConfidenceNet
 from toon3d.shape.losses import PerceptualDistance, recon_loss, smoothness2
 from toon3d.shape.networks import ShapeNetConfig, ShapeNets
+from toon3d.shape.settings import BUILTIN_PRIOR_NEAR
 from toon3d.shape.photo_geometry import Decomposition, GeometrySettings, decompose, reconstruct
 from toon3d.shape.renderer import Renderer
 
@@ -87,6 +88,8 @@ class PretrainConfig:
     eval_count: int = 64
     prior_steps: int = 300          # fit D to the ellipsoid prior before training (GAN2Shape's init); 0 = none
     prior_lr: float = 1e-3
+    # the ellipsoid's near depth: the built-in layout's calibrated relief (toon3d.shape.settings)
+    prior_near: float = BUILTIN_PRIOR_NEAR
 
     def check(self) -> None:
         """Raise a one-line Toon3dError on impossible settings."""
@@ -205,11 +208,15 @@ def layout_face_mask(size: int) -> torch.Tensor:
     return mask
 
 
-def layout_prior_depth(size: int) -> torch.Tensor:
-    """[S,S] in [0.91, 1.02]: the ellipsoid prior of the layout's face box, what `fit_prior` fits D to."""
+def layout_prior_depth(size: int, near: float | None = None) -> torch.Tensor:
+    """[S,S] in [near, 1.02]: the ellipsoid prior of the layout's face box, what `fit_prior` fits D to.
+
+    `near` defaults to the built-in layout's calibrated value (`settings.BUILTIN_PRIOR_NEAR`), the
+    prior the `cpu` preset starts from and the baseline a shipped reconstructor must beat.
+    """
     from toon3d.shape.prior import ellipsoid_depth
 
-    return ellipsoid_depth(layout_face_mask(size), "box")
+    return ellipsoid_depth(layout_face_mask(size), "box", near=BUILTIN_PRIOR_NEAR if near is None else near)
 
 
 def prior_decomposition(images: torch.Tensor, geometry: GeometrySettings) -> Decomposition:
@@ -457,7 +464,7 @@ class PretrainRun:
         from toon3d.shape.prior import fit_depth_to
 
         t0 = time.perf_counter()
-        target = layout_prior_depth(self.cfg.size).to(self.device)
+        target = layout_prior_depth(self.cfg.size, self.cfg.prior_near).to(self.device)
         images = self.fixed_batch(self.cfg.batch)
         self.prior_losses = fit_depth_to(self.nets.depth, images, target, self.geometry, steps=self.cfg.prior_steps,
                                          lr=self.cfg.prior_lr, wd=self.cfg.weight_decay, progress=progress)
