@@ -165,3 +165,20 @@ def test_adversarial_cli_writes_a_discriminator_and_old_runs_resume(tmp_path):
                                    if k not in ("adv_weight", "d_channel_max", "d_lr", "r1", "d_reg_every")}))
     assert changed_settings(json.dumps(saved), DecoderConfig(), ()) == []
     assert changed_settings(json.dumps(saved), DecoderConfig(adv_weight=0.1), ()) == ["adv_weight"]
+
+
+def test_anchored_targets_are_the_anchored_renders_and_a_setting_of_the_run(tmp_path, capsys):
+    from toon3d.synth.synface import SynFaceSettings, render_synface
+    from toon3d.train.decoder import synface_targets
+
+    z = torch.randn(3, 64, generator=torch.Generator().manual_seed(2))
+    image, seg = synface_targets(z, 64, anchor_eyes=True)
+    want = render_synface(params_from_latent(z), 64, settings=SynFaceSettings(anchor_eyes=True))
+    assert torch.equal(image, want["image"]) and torch.equal(seg, want["seg"])
+    assert not torch.equal(image, synface_targets(z, 64)[0])
+    out = tmp_path / "run"
+    args = ["train-decoder", "--out", str(out), "--size", "32", "--channel-max", "16", "--n-mlp", "2",
+            "--batch", "2", "--ckpt-every", "1", "--no-progress"]
+    assert main([*args, "--iters", "1", "--anchor-eyes"]) == 0
+    assert main([*args, "--iters", "2", "--resume"]) == 2  # the run is anchored; resuming unanchored is refused
+    assert "other settings (anchor_eyes)" in capsys.readouterr().err

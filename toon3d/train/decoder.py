@@ -65,6 +65,8 @@ class DecoderConfig:
     # Adversarial term (0 = pure regression, the first phase of the recipe). R1's γ follows
     # StyleGAN2-ADA's heuristic 0.0002·res²/batch (≈ 0.05 at 64 px, batch 16) rounded up.
     adv_weight: float = 0.0
+    # Train on SynFace's anchored views (docs/synface.md): eyes and mouth at fixed pixels under pose.
+    anchor_eyes: bool = False
     d_channel_max: int = 64
     d_lr: float = 0.002
     r1: float = 0.1
@@ -87,13 +89,16 @@ def iteration_rng(seed: int, iteration: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + iteration + rank * 7_919_000_003) % (2**63 - 1))
 
 
-def synface_targets(z: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def synface_targets(z: torch.Tensor, size: int, anchor_eyes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Render the faces of latents z [B,D]: images [B,3,S,S] in [-1,1], seg [B,S,S] uint8.
 
-    Sizes below SynFace's 64 px minimum render at 64 and are area-downsampled.
+    Sizes below SynFace's 64 px minimum render at 64 and are area-downsampled. `anchor_eyes`
+    renders SynFace's anchored views (docs/synface.md: parts stay at fixed pixels under pose).
     """
+    from toon3d.synth.synface import SynFaceSettings
+
     render_size = max(size, 64)
-    out = render_synface(params_from_latent(z), render_size)
+    out = render_synface(params_from_latent(z), render_size, settings=SynFaceSettings(anchor_eyes=anchor_eyes))
     image, seg = out["image"], out["seg"]
     if render_size != size:
         image = F.adaptive_avg_pool2d(image, size)
@@ -162,19 +167,20 @@ def make_optimizer(g: torch.nn.Module, cfg: DecoderConfig) -> torch.optim.Optimi
 
 @torch.no_grad()
 @functools.lru_cache(maxsize=4)
-def heldout_set(count: int, style_dim: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def heldout_set(count: int, style_dim: int, size: int,
+                anchor_eyes: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The held-out latents of EVAL_SEED and their renders: (z [N,D], images [N,3,S,S], seg [N,S,S]).
 
     Rendered once per run (the evaluation repeats every few hundred iterations); callers must not modify them.
     """
     z = torch.randn(count, style_dim, generator=torch.Generator().manual_seed(EVAL_SEED))
-    return (z, *synface_targets(z, size))
+    return (z, *synface_targets(z, size, anchor_eyes))
 
 
 def evaluate(g: torch.nn.Module, cfg: DecoderConfig, count: int | None = None) -> dict[str, float]:
     """Held-out L1 on [-1,1] (overall and per SynFace segment class) over latents of EVAL_SEED."""
     count = count or cfg.eval_count
-    z, target, seg = heldout_set(count, g.style_dim, cfg.size)
+    z, target, seg = heldout_set(count, g.style_dim, cfg.size, cfg.anchor_eyes)
     was_training = g.training
     g.eval()
     fake = torch.cat([g([z[i:i + 32]], randomize_noise=False)[0] for i in range(0, count, 32)])
@@ -278,7 +284,7 @@ class DecoderRun:
 
         rng = iteration_rng(self.cfg.seed, self.iteration, self.rank)
         z = torch.randn(self.cfg.batch, self.g.style_dim, generator=rng)
-        target, seg = synface_targets(z, self.cfg.size)
+        target, seg = synface_targets(z, self.cfg.size, self.cfg.anchor_eyes)
         noise = None
         if self.cfg.noise_mode == "random":
             noise = [torch.randn(self.cfg.batch, 1, *b.shape[2:], generator=rng).to(self.device)
@@ -369,7 +375,7 @@ def sample_grid(g: torch.nn.Module, cfg: DecoderConfig, n: int = 8) -> torch.Ten
     """Held-out targets (top row) over G's reconstructions (bottom row): [3,H,W] in [-1,1]."""
     from toon3d.io.images import make_grid
 
-    z, target, _ = heldout_set(n, g.style_dim, cfg.size)
+    z, target, _ = heldout_set(n, g.style_dim, cfg.size, cfg.anchor_eyes)
     fake = g([z], randomize_noise=False)[0].clamp(-1, 1)
     return make_grid(torch.cat([target, fake.cpu()]), nrow=n)
 
