@@ -40,3 +40,22 @@ def test_a_frontal_face_needs_no_anchoring():
     anchored = render_synface(params, 64, settings=SynFaceSettings(anchor_eyes=True))
     assert anchored["t"].abs().max() < 1e-6
     torch.testing.assert_close(anchored["image"], render_synface(params, 64)["image"], atol=1e-5, rtol=0)
+
+
+def test_data_synface_anchor_eyes_flag_writes_anchored_renders(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from toon3d.cli import main
+
+    args = ["data", "synface", "--n", "2", "--size", "64", "--seed", "7", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--anchor-eyes"]) == 0
+    assert main([*args, "--out", str(tmp_path / "p")]) == 0
+    assert json.loads((tmp_path / "a" / "meta.json").read_text())["anchor_eyes"] is True
+    assert json.loads((tmp_path / "p" / "meta.json").read_text())["anchor_eyes"] is False
+    first = sorted((tmp_path / "a" / "images").iterdir())[0].name
+    a = np.asarray(Image.open(tmp_path / "a" / "images" / first))
+    p = np.asarray(Image.open(tmp_path / "p" / "images" / first))
+    assert a.shape == p.shape and not np.array_equal(a, p)

@@ -29,6 +29,9 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", default="2", help="threads writing PNG/npz files (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--anchor-eyes", action="store_true",
+                        help="anchored views: each posed head is shifted so the point between its eyes keeps its "
+                             "frontal pixel, as FFHQ's alignment does (docs/synface.md)")
 
 
 def _int(name: str, text: str) -> int:
@@ -47,6 +50,7 @@ def write_from_args(args: argparse.Namespace, style=None) -> tuple:
     """
     from toon3d.devices import resolve_device
     from toon3d.errors import Toon3dError
+    from toon3d.synth.synface import SynFaceSettings
     from toon3d.synth.synface_dataset import write_synface_dataset
 
     n, size, seed = _int("n", args.n), _int("size", args.size), _int("seed", args.seed)
@@ -56,7 +60,8 @@ def write_from_args(args: argparse.Namespace, style=None) -> tuple:
     device = resolve_device(args.device)
     created_by = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out = write_synface_dataset(args.out, n=n, size=size, seed=seed, batch=batch, overwrite=args.overwrite,
-                                device=device, workers=workers, created_by=created_by, style=style)
+                                device=device, workers=workers, created_by=created_by, style=style,
+                                settings=SynFaceSettings(anchor_eyes=args.anchor_eyes))
     return out, n, size
 
 

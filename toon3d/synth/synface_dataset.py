@@ -79,7 +79,7 @@ def write_synface_dataset(out: str | os.PathLike, n: int, size: int, seed: int =
     s = settings or SynFaceSettings()
     # The camera (fov_deg, rot_center_depth, pixel_offset 0.0 = pixel centres) goes with the data:
     # scoring against this ground truth needs a Renderer built with the same pixel_offset.
-    meta = {"far": VIEW_BACKGROUND_DEPTH, "canon_far": FAR_CANON, **s.camera(), "depth_units": "unsup3d", "render_method": s.method, "seg_classes": list(SEG_NAMES),
+    meta = {"far": VIEW_BACKGROUND_DEPTH, "canon_far": FAR_CANON, **s.camera(), "depth_units": "unsup3d", "render_method": s.method, "anchor_eyes": s.anchor_eyes, "seg_classes": list(SEG_NAMES),
             "params": {k: {"group": g, "low": lo, "high": hi} for k, (g, lo, hi) in PARAM_SPECS.items()}}
     kind = "synface" if style is None else "toon"
     if style is not None:
