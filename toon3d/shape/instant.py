@@ -86,7 +86,12 @@ def load_shape_model(path: str | os.PathLike, encoder: dict | None = None,
         if model.state_dict[key].shape != value.shape:
             raise Toon3dError(f"{path}: {key} is {tuple(model.state_dict[key].shape)}, the config needs "
                               f"{tuple(value.shape)}; ship the model again")
-    nets.load_state_dict({k: v.float() for k, v in model.state_dict.items()}, strict=False)
+    # D, A, V, L each load strictly; the latent encoder is not part of a shape model file (the GAN
+    # cycles train it per image), so it keeps its fresh weights.
+    for part in SHAPE_PARTS:
+        prefix = part + "."
+        getattr(nets, part).load_state_dict({k[len(prefix):]: v.float() for k, v in model.state_dict.items()
+                                             if k.startswith(prefix)})
     return nets.to(device).eval(), geometry, model.meta
 
 

@@ -63,10 +63,24 @@ def ship_generator(source: str | Path, name: str, weights_dir: str | Path, phase
     written = [save_generator(weights_dir / f"{name}.safetensors", g, loaded.mean_latent.half(), meta)]
     if discriminator is not None:
         d = load_discriminator(discriminator).half()
-        written.append(save_discriminator(weights_dir / f"{name}_d.safetensors", d, {"name": f"{name}_d",
-                                                                                     "phases": phases}))
+        d_path = save_discriminator(weights_dir / f"{name}_d.safetensors", d, {"name": f"{name}_d", "phases": phases})
+        written.append(d_path)
+        written.append(write_discriminator_card(d_path, name, phases, {}))
     written.append(write_card(weights_dir / f"{name}.md", name, loaded.config, meta, written, notes))
     return written
+
+
+def write_discriminator_card(d_path: Path, generator_name: str, phases: list[dict], figures: dict) -> Path:
+    """`<name>_d.md` beside a shipped discriminator: how it was trained (the generator's phases) and its figures."""
+    from toon3d.stylegan2.checkpoints import load_discriminator
+
+    d = load_discriminator(d_path)
+    meta = {"phases": phases, "machine": machine_description(),
+            "figures": {"seed": "0 (the trainer's default; weights, latents, noise and data order)", **figures}}
+    notes = (f"The discriminator trained alongside `{generator_name}` (same run, same phases). It is not used to "
+             f"make images: `toon3d finetune --ckpt {generator_name}` starts from it instead of a fresh one. "
+             f"Quality figures of the pair are in `{generator_name}.md`.")
+    return write_card(Path(d_path).with_suffix(".md"), f"{generator_name}_d", d.config, meta, [Path(d_path)], notes)
 
 
 def write_card(path: Path, name: str, config: dict, meta: dict, files: list[Path], notes: str) -> Path:
