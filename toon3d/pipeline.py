@@ -315,10 +315,11 @@ class AvatarModels:
 
     def shipped_table(self, factor):
         """The built-in base's shipped DirectionTable when it belongs to exactly these weights, else None."""
+        from toon3d.edit.name_by import is_builtin_base
         from toon3d.edit.naming import DirectionTable, factor_checksum
         from toon3d.models import builtin_directions_path
 
-        if self.settings.ckpt not in ("base", "default") or Path(self.settings.ckpt).exists():
+        if not is_builtin_base(self.settings.ckpt):
             return None
         path = builtin_directions_path("base")
         if not path.is_file():

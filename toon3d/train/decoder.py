@@ -290,9 +290,10 @@ class DecoderRun:
             noise = [torch.randn(self.cfg.batch, 1, *b.shape[2:], generator=rng).to(self.device)
                      for b in self.g.noise_buffers()]
         target, seg = target.to(self.device), seg.to(self.device)
-        if self.d is not None:
-            d_logs = self.d_step(z.to(self.device), noise, target)
         fake = self.g_call(z.to(self.device), noise)
+        if self.d is not None:
+            # G has not moved yet, so this batch's images serve the D step too (detached)
+            d_logs = self.d_step(fake.detach(), target)
         losses = decoder_loss(fake, target, seg, self.cfg)
         if self.d is not None:
             from toon3d.stylegan2.losses import g_nonsaturating_loss
@@ -318,12 +319,10 @@ class DecoderRun:
         for p in module.parameters():
             p.requires_grad_(flag)
 
-    def d_step(self, z: torch.Tensor, noise: list[torch.Tensor] | None, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One discriminator step on (real renders, G(z) detached), with lazy R1 every cfg.d_reg_every."""
+    def d_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One discriminator step on real renders and detached G(z) [B,3,S,S], with lazy R1 every cfg.d_reg_every."""
         from toon3d.stylegan2.losses import d_logistic_loss, d_r1_penalty
 
-        with torch.no_grad():
-            fake = self.g_call(z, noise)
         loss = d_logistic_loss(self.d_call(real), self.d_call(fake))
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
