@@ -182,3 +182,38 @@ def test_anchored_targets_are_the_anchored_renders_and_a_setting_of_the_run(tmp_
     assert main([*args, "--iters", "1", "--anchor-eyes"]) == 0
     assert main([*args, "--iters", "2", "--resume"]) == 2  # the run is anchored; resuming unanchored is refused
     assert "other settings (anchor_eyes)" in capsys.readouterr().err
+
+
+def test_class_balanced_loss_weighs_each_class_equally():
+    from toon3d.train.decoder import class_masks, class_mean
+
+    seg = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    seg[0, 8, 8] = 3  # one eye pixel (dilated to 3x3 by class_masks)
+    m = class_masks(seg)
+    assert m.shape == (1, 8, 16, 16) and m[0, 3].sum() == 9 and m[0, 0].sum() == 255
+    cfg = DecoderConfig(size=16, balance="class")
+    x = torch.zeros(1, 3, 16, 16)
+    assert decoder_loss(x, x, seg, cfg)["total"].item() == 0.0
+    eye = x.clone()
+    eye[0, :, 8, 8] = 1.0  # 1 of the eye class's 9 pixels wrong
+    bg = x.clone()
+    bg[0, :, 0:5, 0:5] = 1.0  # 25 of the background's 255 pixels wrong
+    # class means: the eye error is 1/9 of its class, the background's 25/255, each averaged over 2 classes
+    assert decoder_loss(eye, x, seg, cfg)["l1"].item() == pytest.approx((1 / 9) / 2, abs=1e-6)
+    assert decoder_loss(bg, x, seg, cfg)["l1"].item() == pytest.approx((25 / 255) / 2, abs=1e-6)
+    # under "pixel" balance the same background error costs ~3.6x the eye error; under "class", less
+    pix = DecoderConfig(size=16)
+    assert decoder_loss(bg, x, seg, pix)["l1"] > 3 * decoder_loss(eye, x, seg, pix)["l1"]
+    assert decoder_loss(bg, x, seg, cfg)["l1"] < decoder_loss(eye, x, seg, cfg)["l1"]
+    with pytest.raises(Exception, match="balance must be"):
+        DecoderConfig(balance="area").check()
+
+
+def test_balance_and_edge_weight_are_settings_of_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train-decoder", "--out", str(out), "--size", "32", "--channel-max", "16", "--n-mlp", "2",
+            "--batch", "2", "--ckpt-every", "1", "--no-progress"]
+    assert main([*args, "--iters", "1", "--balance", "class", "--edge-weight", "3"]) == 0
+    assert main([*args, "--iters", "2", "--resume", "--edge-weight", "3"]) == 2
+    assert "other settings (balance)" in capsys.readouterr().err
+    assert main([*args, "--iters", "2", "--resume", "--balance", "class", "--edge-weight", "3"]) == 0

@@ -54,6 +54,11 @@ class DecoderConfig:
     # averaging in the random initialisation for thousands of iterations.
     ema_rampup: bool = True
     region_weight: float = 6.0
+    # "pixel": every pixel counts once (parts up-weighted by region_weight); "class": the L1 and
+    # edge terms are means over each segmentation class, averaged over classes, so a 6-pixel eye
+    # pulls as hard as the background that covers 75% of the frame (probe: background colours
+    # otherwise take most of the gradient and the parts never sharpen).
+    balance: str = "pixel"
     edge_weight: float = 1.0
     coarse_weight: float = 1.0
     noise_mode: str = "random"
@@ -78,6 +83,8 @@ class DecoderConfig:
             raise Toon3dError(f"decoder size must be 32, 64, 128 or 256, got {self.size}")
         if self.batch < 1 or self.iters < 1:
             raise Toon3dError(f"batch and iters must be positive, got batch {self.batch}, iters {self.iters}")
+        if self.balance not in ("pixel", "class"):
+            raise Toon3dError(f"balance must be 'pixel' or 'class', got {self.balance!r}")
         if self.adv_weight < 0 or self.r1 < 0:
             raise Toon3dError(f"adv_weight and r1 must be >= 0, got {self.adv_weight}, {self.r1}")
         if self.generator.get("style_dim", 512) < 56:
@@ -114,6 +121,22 @@ def region_weights(seg: torch.Tensor, weight: float) -> torch.Tensor:
     return 1.0 + weight * region
 
 
+def class_masks(seg: torch.Tensor) -> torch.Tensor:
+    """seg [B,S,S] -> one mask per SynFace class [B,K,S,S] in {0,1}, REGION_CLASSES dilated by 1 px."""
+    onehot = F.one_hot(seg.long(), len(SEG_NAMES)).permute(0, 3, 1, 2).float()
+    ids = [SEG_NAMES.index(c) for c in REGION_CLASSES]
+    onehot[:, ids] = F.max_pool2d(onehot[:, ids], 3, 1, 1)
+    return onehot
+
+
+def class_mean(err: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean of err [B,1,H,W] over each class of masks [B,K,H,W], averaged over the classes present -> scalar."""
+    area = masks.sum((0, 2, 3))
+    per_class = (err * masks).sum((0, 2, 3)) / area.clamp_min(1.0)
+    present = area > 0
+    return per_class[present].mean()
+
+
 def _grad_xy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
@@ -121,11 +144,17 @@ def _grad_xy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def decoder_loss(fake: torch.Tensor, target: torch.Tensor, seg: torch.Tensor,
                  cfg: DecoderConfig) -> dict[str, torch.Tensor]:
     """Regression losses for fake/target [B,3,S,S] in [-1,1] and seg [B,S,S] -> {"total", "l1", "edge", "coarse"}."""
-    w = region_weights(seg, cfg.region_weight)
-    l1 = ((fake - target).abs() * w).mean()
     fx, fy = _grad_xy(fake)
     tx, ty = _grad_xy(target)
-    edge = ((fx - tx).abs() * w[..., :, 1:]).mean() + ((fy - ty).abs() * w[..., 1:, :]).mean()
+    if cfg.balance == "class":
+        m = class_masks(seg)
+        l1 = class_mean((fake - target).abs().mean(1, keepdim=True), m)
+        edge = (class_mean((fx - tx).abs().mean(1, keepdim=True), m[..., :, 1:])
+                + class_mean((fy - ty).abs().mean(1, keepdim=True), m[..., 1:, :]))
+    else:
+        w = region_weights(seg, cfg.region_weight)
+        l1 = ((fake - target).abs() * w).mean()
+        edge = ((fx - tx).abs() * w[..., :, 1:]).mean() + ((fy - ty).abs() * w[..., 1:, :]).mean()
     coarse = sum(F.l1_loss(F.avg_pool2d(fake, k), F.avg_pool2d(target, k)) for k in (2, 4))
     total = l1 + cfg.edge_weight * edge + cfg.coarse_weight * coarse
     return {"total": total, "l1": l1.detach(), "edge": edge.detach(), "coarse": coarse.detach()}
@@ -177,6 +206,7 @@ def heldout_set(count: int, style_dim: int, size: int,
     return (z, *synface_targets(z, size, anchor_eyes))
 
 
+@torch.no_grad()
 def evaluate(g: torch.nn.Module, cfg: DecoderConfig, count: int | None = None) -> dict[str, float]:
     """Held-out L1 on [-1,1] (overall and per SynFace segment class) over latents of EVAL_SEED."""
     count = count or cfg.eval_count
