@@ -69,6 +69,21 @@ def find_shape_predictor(path: str | os.PathLike | None = None) -> Path:
                               path, MODEL_PACKAGE)
 
 
+def load_dlib_models(predictor_path: str | os.PathLike | None = None) -> tuple:
+    """(dlib module, predictor path, 68-point shape predictor, HOG frontal-face detector); one-line errors."""
+    try:
+        import dlib
+    except ImportError:
+        raise Toon3dError("dlib is not installed; pip install dlib-bin (prebuilt dlib wheels)") from None
+    path = find_shape_predictor(predictor_path)
+    try:
+        predictor = dlib.shape_predictor(str(path))
+    except RuntimeError as err:
+        raise Toon3dError(f"{path} is not a readable dlib shape predictor ({err}); "
+                          "reinstall face-recognition-models") from None
+    return dlib, path, predictor, dlib.get_frontal_face_detector()
+
+
 def face_rect_pixels(size: int = LANDMARK_SIZE) -> tuple[int, int, int, int]:
     """`FACE_RECT` as dlib's inclusive pixel rectangle (left, top, right, bottom) of a size×size image."""
     left, top, right, bottom = FACE_RECT
@@ -102,18 +117,7 @@ class FaceLandmarks:
     """dlib's 68 landmarks of aligned toon3d images inside `FACE_RECT`, and detector confirmation."""
 
     def __init__(self, predictor_path: str | os.PathLike | None = None) -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise Toon3dError("dlib is not installed; pip install dlib-bin (prebuilt dlib wheels)") from None
-        self._dlib = dlib
-        self.predictor_path = find_shape_predictor(predictor_path)
-        try:
-            self._predictor = dlib.shape_predictor(str(self.predictor_path))
-        except RuntimeError as err:
-            raise Toon3dError(f"{self.predictor_path} is not a readable dlib shape predictor ({err}); "
-                              "reinstall face-recognition-models") from None
-        self._detector = dlib.get_frontal_face_detector()
+        self._dlib, self.predictor_path, self._predictor, self._detector = load_dlib_models(predictor_path)
         self.rect = face_rect_pixels()
 
     def landmarks(self, images: torch.Tensor) -> np.ndarray:

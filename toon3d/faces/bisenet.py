@@ -272,23 +272,9 @@ def build_bisenet(state: dict[str, torch.Tensor], source: str) -> BiSeNet:
     """A BiSeNet holding `state` (spatial path chosen by whether `sp.*` keys exist); mismatch → one-line error."""
     with torch.device("meta"):  # shapes only: no time spent on a random initialisation that is overwritten
         net = BiSeNet(NUM_CLASSES, "conv" if any(k.startswith("sp.") for k in state) else "resnet")
-    expected = net.state_dict()
-    required = {k for k in expected if not k.endswith("num_batches_tracked")}
-    missing = sorted(required - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        detail = (f"missing {len(missing)} keys (first {missing[0]!r})" if missing else
-                  f"{len(unexpected)} unexpected keys (first {unexpected[0]!r})")
-        raise Toon3dError(f"{source} is not face-parsing.PyTorch's BiSeNet ({detail}); pass its 79999_iter.pth")
-    for key in sorted(required):
-        if tuple(state[key].shape) != tuple(expected[key].shape):
-            raise Toon3dError(f"{source} is not the 19-class face-parsing BiSeNet: {key} has shape "
-                              f"{tuple(state[key].shape)}, expected {tuple(expected[key].shape)}; pass its "
-                              "79999_iter.pth")
-    net = net.to_empty(device="cpu")
-    net.load_state_dict({k: state[k].to(expected[k].dtype) if k in state else torch.zeros((), dtype=torch.long)
-                         for k in expected}, strict=True)
-    return net.eval()
+    from toon3d.faces.state_fit import fill_from_state
+
+    return fill_from_state(net, state, source, "face-parsing.PyTorch's 19-class BiSeNet", "pass its 79999_iter.pth")
 
 
 def load_bisenet(path: str | os.PathLike | None = None) -> BiSeNet:

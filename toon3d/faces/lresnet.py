@@ -222,25 +222,10 @@ def build_lresnet(state: dict[str, torch.Tensor], source: str) -> LResNet18:
     """An LResNet18 holding `state`; missing, unexpected or mis-shaped keys are one-line errors."""
     with torch.device("meta"):  # shapes only: no time spent on a random initialisation that is overwritten
         net = LResNet18()
-    expected = net.state_dict()
-    # Files saved before torch 0.4.1 have no num_batches_tracked; eval-mode BN never reads it.
-    required = {k for k in expected if not k.endswith("num_batches_tracked")}
-    missing = sorted(required - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        detail = (f"missing {len(missing)} keys (first {missing[0]!r})" if missing else
-                  f"{len(unexpected)} unexpected keys (first {unexpected[0]!r})")
-        raise Toon3dError(f"{source} is not LiftedGAN's LResNet-18 ({detail}); pass "
-                          "pretrained/lresnet_casia.pth.tar from LiftedGAN's bundle")
-    for key in required:
-        if tuple(state[key].shape) != tuple(expected[key].shape):
-            raise Toon3dError(f"{source} is not LiftedGAN's LResNet-18 (128 px, 512-d): {key} has shape "
-                              f"{tuple(state[key].shape)}, expected {tuple(expected[key].shape)}; pass "
-                              "pretrained/lresnet_casia.pth.tar from LiftedGAN's bundle")
-    net = net.to_empty(device="cpu")
-    full = {k: state[k].to(expected[k].dtype) if k in state else torch.zeros((), dtype=torch.long) for k in expected}
-    net.load_state_dict(full, strict=True)
-    return net.eval()
+    from toon3d.faces.state_fit import fill_from_state
+
+    return fill_from_state(net, state, source, "LiftedGAN's LResNet-18 (128 px, 512-d)",
+                           "pass pretrained/lresnet_casia.pth.tar from LiftedGAN's bundle")
 
 
 def load_lresnet(path: str | os.PathLike | None = None) -> LResNet18:
