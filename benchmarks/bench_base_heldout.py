@@ -20,19 +20,22 @@ def main() -> None:
     parser.add_argument("--ckpt", default="base")
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--views", choices=("auto", "anchored", "plain"), default="auto",
+                        help="SynFace views to compare against (auto: those the model was trained on, from its metadata)")
     parser.add_argument("--sheet", default=None, help="write targets-over-reconstructions PNG here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from toon3d.io.images import save_png
     from toon3d.models import resolve_generator
-    from toon3d.train.decoder import DecoderConfig, evaluate, sample_grid
+    from toon3d.train.decoder import DecoderConfig, evaluate, sample_grid, trained_on_anchored_views
 
     loaded = resolve_generator(args.ckpt)
-    cfg = DecoderConfig(size=int(loaded.config["size"]))
+    anchored = (trained_on_anchored_views(loaded.meta) if args.views == "auto" else args.views == "anchored")
+    cfg = DecoderConfig(size=int(loaded.config["size"]), anchor_eyes=anchored)
     start = time.perf_counter()
     figures = evaluate(loaded.generator, cfg, count=args.n)
-    print(f"{loaded.source}: held-out L1 on [-1,1] over {args.n} latents ({time.perf_counter() - start:.1f} s)")
+    print(f"{loaded.source}: held-out L1 on [-1,1] over {args.n} latents, {'anchored' if anchored else 'plain'} views ({time.perf_counter() - start:.1f} s)")
     for key, value in figures.items():
         print(f"  {key:<18s}{value:.4f}")
     if args.sheet:

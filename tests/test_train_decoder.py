@@ -217,3 +217,13 @@ def test_balance_and_edge_weight_are_settings_of_the_run(tmp_path, capsys):
     assert main([*args, "--iters", "2", "--resume", "--edge-weight", "3"]) == 2
     assert "other settings (balance)" in capsys.readouterr().err
     assert main([*args, "--iters", "2", "--resume", "--balance", "class", "--edge-weight", "3"]) == 0
+
+
+def test_trained_on_anchored_views_reads_shipped_phases_and_run_exports():
+    from toon3d.train.decoder import trained_on_anchored_views
+
+    assert trained_on_anchored_views({"phases": [{"what": "decoder", "anchor_eyes": False},
+                                                 {"what": "decoder", "anchor_eyes": True}]})
+    assert not trained_on_anchored_views({"phases": [{"what": "decoder"}]})
+    assert trained_on_anchored_views({"config": {"anchor_eyes": True}})
+    assert not trained_on_anchored_views({})

@@ -28,8 +28,13 @@ def phase_of(run: Path) -> dict:
     what = {"toon3d-decoder-run": "SynFace regression decoder (toon3d train-decoder)",
             "toon3d-gan-run": "adversarial (toon3d train / finetune)"}.get(kind, kind)
     commands = record.get("commands") or [record.get("command", "?")]
-    return {"what": what, "command": " && ".join(commands), "iterations": int(state["iteration"]),
-            "minutes": round(float(state["train_seconds"]) / 60, 1), "data": record.get("data", "SynFace, rendered on the fly")}
+    phase = {"what": what, "command": " && ".join(commands), "iterations": int(state["iteration"]),
+             "minutes": round(float(state["train_seconds"]) / 60, 1),
+             "data": record.get("data", "SynFace, rendered on the fly")}
+    if kind == "toon3d-decoder-run":
+        # which SynFace views the decoder learned (benchmarks compare it against the same views)
+        phase["anchor_eyes"] = bool(record.get("config", {}).get("anchor_eyes", False))
+    return phase
 
 
 def main() -> None:

@@ -399,6 +399,17 @@ class DecoderRun:
         bar.close()
 
 
+def trained_on_anchored_views(meta: dict) -> bool:
+    """Whether a generator file's metadata says its decoder learned SynFace's anchored views.
+
+    Reads a shipped model's phases (tools/ship_builtin.py) or a run export's config.
+    """
+    if any(p.get("anchor_eyes") for p in meta.get("phases", []) if isinstance(p, dict)):
+        return True
+    config = meta.get("config")
+    return bool(config.get("anchor_eyes", False)) if isinstance(config, dict) else False
+
+
 @torch.no_grad()
 def sample_grid(g: torch.nn.Module, cfg: DecoderConfig, n: int = 8) -> torch.Tensor:
     """Held-out targets (top row) over G's reconstructions (bottom row): [3,H,W] in [-1,1]."""
