@@ -67,13 +67,14 @@ def generated_batches(loaded, n: int, batch: int, noise: str, truncation: float 
         yield images.clamp(-1, 1)
 
 
-def synface_batches(n: int, size: int, batch: int, seed: int):
+def synface_batches(n: int, size: int, batch: int, seed: int, anchored: bool = False):
     from toon3d.synth.face_params import SynFaceParams
-    from toon3d.synth.synface import render_synface
+    from toon3d.synth.synface import SynFaceSettings, render_synface
 
     params = SynFaceParams.sample(n, seed=seed)
+    settings = SynFaceSettings(anchor_eyes=anchored)
     for start in range(0, n, batch):
-        yield render_synface(params[start:start + batch], size)["image"]
+        yield render_synface(params[start:start + batch], size, settings=settings)["image"]
 
 
 def cartoon_batches(n: int, size: int, batch: int, seed: int):
@@ -140,7 +141,12 @@ def run_fd(args: argparse.Namespace) -> None:
     elif args.cartoons is not None:
         source, data = "facesjs cartoons", cartoon_batches(count, size, args.batch, args.seed)
     else:
-        source, data = "SynFace", synface_batches(count, size, args.batch, args.seed)
+        # compare with the views the decoder learned (anchored or plain, from the file's metadata)
+        from toon3d.train.decoder import trained_on_anchored_views
+
+        anchored = trained_on_anchored_views(loaded.meta)
+        source = "SynFace (anchored views)" if anchored else "SynFace"
+        data = synface_batches(count, size, args.batch, args.seed, anchored)
     descriptor = make_descriptor(args.descriptor)
     timer = Timer()
     fake = describe_all(generated_batches(loaded, args.n, args.batch, args.noise), descriptor, timer, "generate")
