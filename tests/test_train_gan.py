@@ -82,6 +82,20 @@ def test_training_changes_exactly_the_trainable_parameters(tmp_path, faces64):
         assert changed == discriminator_trainable(k, 5, 1), k
 
 
+@pytest.mark.parametrize("freeze_noise", [True, False])
+def test_freeze_noise_keeps_exactly_the_noise_strengths(tmp_path, faces64, freeze_noise):
+    cfg = tiny_config(iters=2, path_regularize=0.0, freeze_noise=freeze_noise)
+    base = Generator(32, **TINY_G)
+    trainer = make_trainer(cfg, tmp_path / "run", faces64, init={"g": base.state_dict(), "g_base": base})
+    g0 = copy.deepcopy(trainer.g.state_dict())
+    trainer.train(progress=False)
+    g1 = trainer.g.state_dict()
+    noise = [k for k, _ in trainer.g.named_parameters() if k.endswith("noise.weight")]
+    assert noise and all(torch.equal(g0[k], g1[k]) == freeze_noise for k in noise)
+    others = [k for k, _ in trainer.g.named_parameters() if k not in noise]
+    assert all(not torch.equal(g0[k], g1[k]) for k in others)
+
+
 def test_freeze_rules_match_by_index_not_substring():
     # 256 px: log_size 8, num_layers 13; FreezeG=1 trains convs.11, convs.10, to_rgbs.5 only.
     assert generator_trainable("convs.10.conv.weight", 8, 1)

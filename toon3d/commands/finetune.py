@@ -15,7 +15,8 @@ PRESETS: dict[str, dict] = {
     "seed": {"structure_k": 1, "structure_mode": "code", "freeze_d": 2, "batch": 2, "iters": 2000,
              "augment": True},
     "builtin": {"structure_k": 2, "structure_mode": "paper", "freeze_d": -1, "batch": 8, "iters": 1500,
-                "augment": False, "ckpt_every": 100, "sample_every": 100, "path_regularize": 0.0},
+                "augment": False, "ckpt_every": 100, "sample_every": 100, "path_regularize": 0.0,
+                "freeze_noise": True},
 }
 
 
@@ -40,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--structure-weight", type=float, default=None, help="weight of the structure loss (default 1)")
     parser.add_argument("--freeze-d", type=int, default=None, help="train only the last N D blocks (-1: all)")
     parser.add_argument("--freeze-g", type=int, default=None, help="train only the last N G blocks (-1: all)")
+    parser.add_argument("--freeze-noise", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep G's noise strengths at the source's (the builtin preset does: a fresh D otherwise "
+                             "turns the last layer's noise into grain)")
     parser.add_argument("--freeze-style", type=int, default=None, help="W+ rows [:N] from the source generator")
     parser.set_defaults(func=run)
 
@@ -99,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
             else {"channel_multiplier": gcfg["channel_multiplier"], "channel_max": gcfg["channel_max"]})
     values = {"size": size, "generator": gcfg, "discriminator": dcfg, **PRESETS[args.preset]}
     values = apply_shared(args, values)
-    for flag in ("structure_k", "structure_mode", "structure_weight", "freeze_d", "freeze_g", "freeze_style"):
+    for flag in ("structure_k", "structure_mode", "structure_weight", "freeze_d", "freeze_g", "freeze_style",
+                 "freeze_noise"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     cfg = GanConfig(**values)

@@ -71,6 +71,10 @@ class GanConfig:
     freeze_d: int = -1
     freeze_g: int = -1
     freeze_style: int = -1
+    # Keep G's per-layer noise strengths at the source's values. A regression-trained source
+    # (the built-in base) learned to ignore its noise inputs; against a fresh discriminator the
+    # fine-tune otherwise turns the last layer's noise into grain (cartoon: convs.7 0 -> -0.099).
+    freeze_noise: bool = False
     # bookkeeping
     ckpt_every: int = 1000
     sample_every: int = 500
@@ -191,6 +195,11 @@ class GanTrainer:
                 p.requires_grad_(False)
         log_size = cfg.size.bit_length() - 1
         self.g_trainable = apply_freeze(self.g, generator_trainable, log_size, cfg.freeze_g)
+        if cfg.freeze_noise:
+            for name, p in self.g.named_parameters():
+                if name.endswith("noise.weight"):
+                    p.requires_grad_(False)
+            self.g_trainable = [n for n in self.g_trainable if not n.endswith("noise.weight")]
         self.d_trainable = apply_freeze(self.d, discriminator_trainable, log_size, cfg.freeze_d)
         g_lr, g_betas = lazy_adam_params(cfg.lr, cfg.g_reg_every)
         d_lr, d_betas = lazy_adam_params(cfg.lr, cfg.d_reg_every)
