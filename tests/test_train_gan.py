@@ -189,7 +189,7 @@ def test_train_and_finetune_cli(tmp_path, faces64):
     assert main(["finetune", "--ckpt", str(run / "rosinality.pt"), "--data", str(faces64), "--out", str(ft),
                  "--resize", "--iters", "2", "--preset", "builtin", *common]) == 0
     card = json.loads((ft / "config.json").read_text())
-    assert card["config"]["structure_k"] == 2 and card["preset"] == "builtin"
+    assert card["config"]["structure_k"] == 3 and card["config"]["freeze_noise"] and card["preset"] == "builtin"
     assert (ft / "generator.safetensors").is_file()
     # a safetensors generator finds its discriminator beside it
     ft2 = tmp_path / "cartoon2"
