@@ -7,9 +7,11 @@ latent space carries pose, light, identity and expression. A second phase with a
 adversarial term (`--adv-weight`, below) sharpens it and gives the discriminator that
 fine-tuning needs.
 
-Losses (all on [-1,1] images): a pixel L1 weighted up on the small parts that carry
-expression and identity (eyes, brows, mouth, nose), an L1 on image gradients (edges), and
-L1 on 2x/4x downsampled images (coarse layout). Each iteration's latents and noise come
+Losses (all on [-1,1] images): a pixel L1 and an L1 on image gradients (edges), either
+weighted up on the small parts that carry expression and identity (`balance="pixel"`) or taken
+as the mean over each segmentation class, averaged over classes (`balance="class"`, the later
+base runs: a 6-pixel eye counts as much as the background), and L1 on 2x/4x downsampled
+images (coarse layout). Each iteration's latents and noise come
 from a generator seeded by (seed, iteration), so a resumed run repeats exactly the batches
 an uninterrupted run would draw.
 """
@@ -143,7 +145,10 @@ def _grad_xy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def decoder_loss(fake: torch.Tensor, target: torch.Tensor, seg: torch.Tensor,
                  cfg: DecoderConfig) -> dict[str, torch.Tensor]:
-    """Regression losses for fake/target [B,3,S,S] in [-1,1] and seg [B,S,S] -> {"total", "l1", "edge", "coarse"}."""
+    """Regression losses for fake/target [B,3,S,S] in [-1,1] and seg [B,S,S] -> {"total", "l1", "edge", "coarse"}.
+
+    "l1" and "edge" follow cfg.balance (pixel weights or class means); "coarse" is plain.
+    """
     fx, fy = _grad_xy(fake)
     tx, ty = _grad_xy(target)
     if cfg.balance == "class":
