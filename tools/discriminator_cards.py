@@ -17,7 +17,7 @@ from toon3d.models import resolve_generator
 from toon3d.data.dataset import FaceDataset
 torch.set_num_threads(2)
 W=Path('toon3d/weights')
-for name, data in (("cartoon","/work/data/cartoons64"),("toon","/work/data/toon64")):
+for name, data in (("cartoon","/work/data/cartoons64"),("toon","/work/data/toon64a")):
     p=W/f"{name}_d.safetensors"
     with safe_open(str(p),'pt') as f: phases=json.loads(f.metadata()['meta'])['phases']
     d=load_discriminator(p).float().eval()
