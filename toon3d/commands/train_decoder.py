@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "Also writes RUN/discriminator.safetensors")
     parser.add_argument("--anchor-eyes", action="store_true",
                         help="train on SynFace's anchored views: eyes and mouth stay at fixed pixels under pose "
-                             "(docs/synface.md; the shipped base predates it)")
+                             "(docs/synface.md; the shipped base's last phase used it)")
     parser.add_argument("--r1", type=float, default=0.1, help="R1 gamma of the discriminator (default 0.1)")
     parser.add_argument("--d-channel-max", type=int, default=64, help="discriminator channel cap (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every batch")
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = DecoderConfig(size=args.size, iters=args.iters, batch=args.batch, lr=args.lr,
-                        mapping_lr_mult=args.mapping_lr_mult, region_weight=args.region_weight, balance=args.balance, edge_weight=args.edge_weight, seed=args.seed,
+                        mapping_lr_mult=args.mapping_lr_mult, region_weight=args.region_weight,
+                        balance=args.balance, edge_weight=args.edge_weight, seed=args.seed,
                         ckpt_every=args.ckpt_every, adv_weight=args.adv_weight, r1=args.r1, anchor_eyes=args.anchor_eyes,
                         d_channel_max=args.d_channel_max,
                         generator={"style_dim": args.style_dim, "n_mlp": args.n_mlp, "channel_multiplier": 2,
