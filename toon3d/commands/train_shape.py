@@ -48,9 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi of --ckpt samples (default 1)")
     parser.add_argument("--pixel-offset", type=float, default=0.0,
                         help="renderer pixel convention: 0 = pixel centres (the built-in worlds), 0.5 = neural_renderer")
-    parser.add_argument("--prior-steps", type=int, default=300,
-                        help="steps fitting the depth net to the layout's ellipsoid prior before training (default 300; 0 = none)")
+    parser.add_argument("--prior-steps", type=int, default=600,
+                        help="steps fitting the depth net to the layout's ellipsoid prior before training (default 600; 0 = none)")
     parser.add_argument("--prior-lr", type=float, default=1e-3, help="learning rate of the prior fit (default 1e-3)")
+    parser.add_argument("--prior-schedule", choices=("cosine", "constant"), default="cosine",
+                        help="learning-rate schedule of the prior fit: cosine decay to 0 (default; a constant "
+                             "rate leaves stripes in the depth) or constant (GAN2Shape)")
     parser.add_argument("--eval-data", default=None, help="held-out folder with depth ground truth scored while training")
     parser.add_argument("--eval-count", type=int, default=64, help="held-out images scored (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every batch")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
                          perceptual=args.perceptual, truncation=args.truncation,
                          pixel_offset=args.pixel_offset, seed=args.seed, ckpt_every=args.ckpt_every,
                          sample_every=args.sample_every, eval_every=args.eval_every, eval_data=args.eval_data,
-                         eval_count=args.eval_count, prior_steps=args.prior_steps, prior_lr=args.prior_lr)
+                         eval_count=args.eval_count, prior_steps=args.prior_steps, prior_lr=args.prior_lr,
+                         prior_schedule=args.prior_schedule)
     cfg.check()
     if args.resume:
         if not (out / "state.pt").is_file():

@@ -86,8 +86,9 @@ class PretrainConfig:
     eval_every: int = 250
     eval_data: str | None = None    # a held-out ground-truth folder scored during training (SIDE/MAD)
     eval_count: int = 64
-    prior_steps: int = 300          # fit D to the ellipsoid prior before training (GAN2Shape's init); 0 = none
+    prior_steps: int = 600          # fit D to the ellipsoid prior before training (GAN2Shape's init); 0 = none
     prior_lr: float = 1e-3
+    prior_schedule: str = "cosine"  # rate decayed to 0: a constant rate leaves stripes (prior.fit_depth_to)
     # the ellipsoid's near depth: the built-in layout's calibrated relief (toon3d.shape.settings)
     prior_near: float = BUILTIN_PRIOR_NEAR
 
@@ -116,6 +117,8 @@ class PretrainConfig:
             raise Toon3dError(f"--warmup-iters must be ≥ 0, got {self.warmup_iters}")
         if self.prior_steps < 0 or self.prior_lr <= 0:
             raise Toon3dError("--prior-steps must be ≥ 0 and --prior-lr positive")
+        if self.prior_schedule not in ("constant", "cosine"):
+            raise Toon3dError(f"--prior-schedule must be cosine or constant, got {self.prior_schedule!r}")
         if min(self.ckpt_every, self.sample_every, self.eval_every) < 1:
             raise Toon3dError("--ckpt-every, --sample-every and --eval-every must be at least 1")
 
@@ -467,7 +470,8 @@ class PretrainRun:
         target = layout_prior_depth(self.cfg.size, self.cfg.prior_near).to(self.device)
         images = self.fixed_batch(self.cfg.batch)
         self.prior_losses = fit_depth_to(self.nets.depth, images, target, self.geometry, steps=self.cfg.prior_steps,
-                                         lr=self.cfg.prior_lr, wd=self.cfg.weight_decay, progress=progress)
+                                         lr=self.cfg.prior_lr, wd=self.cfg.weight_decay, progress=progress,
+                                         schedule=self.cfg.prior_schedule)
         self.train_seconds += time.perf_counter() - t0
         self.prior_fitted = True
         return self.prior_losses

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from toon3d.errors import Toon3dError
 from toon3d.shape.networks import ShapeNetConfig
 from toon3d.shape.photo_geometry import GeometrySettings
-from toon3d.shape.prior import PRIOR_KINDS
+from toon3d.shape.prior import PRIOR_KINDS, PRIOR_SCHEDULES
 
 STEP_NAMES = ("step1", "step2", "step3")
 PERCEPTUAL_KINDS = ("vgg", "dlib", "none")
@@ -90,6 +90,7 @@ class ReconstructionSettings:
     prior_radius: float = 0.4
     prior_fit_steps: int = 1000
     prior_lr: float = 1e-4
+    prior_schedule: str = "constant"   # or "cosine" (toon3d.shape.prior.fit_depth_to)
     # Photo-geometric model (§6.2 common values).
     fov_deg: float = 10.0
     min_depth: float = 0.9
@@ -176,6 +177,9 @@ class ReconstructionSettings:
             raise Toon3dError(f"lr must be 3 positive numbers (step1, step2, step3), got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise Toon3dError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.prior_schedule not in PRIOR_SCHEDULES:
+            raise Toon3dError(f"prior_schedule must be one of {', '.join(PRIOR_SCHEDULES)}, "
+                              f"got {self.prior_schedule!r}")
         if not (self.prior_lr > 0 and math.isfinite(self.prior_lr)):
             raise Toon3dError(f"prior_lr must be a positive number, got {self.prior_lr}")
         for name in ("weight_decay", "lam_perc", "lam_smooth", "lam_regular", "lam_id", "prior_fit_steps"):
@@ -215,9 +219,10 @@ def _released() -> ReconstructionSettings:
 # Calibrated on 256 training renders of /work/data/toon64 with ground truth (SIDE×100 / MAD of
 # the prior alone: near 0.91 → 2.24 / 34.9°, 0.975 → 0.91 / 23.1°; 256 held-out toon64_test
 # renders: 2.26 / 34.7° → 0.90 / 23.1°). `tools/calibrate_prior.py` re-measures it.
-# The prior fit runs 600 steps (not 200): a shorter fit leaves the depth net's transposed-conv
-# grid in the depth, which the 30 step-3 iterations then amplify (toon renders 0-7, full row:
-# MAD 41.1° → 35.7°, SIDE×100 1.94 → 1.91, +16 s per image).
+# The prior fit runs 600 steps (not 200) with the rate decayed to 0 (cosine): a short or
+# constant-rate fit leaves the depth net's transposed-conv stripes in the depth, which the
+# step-3 iterations then amplify (toon renders 0-7, full row: MAD 41.1° at 200 steps → 35.7° at
+# 600; normal error of the fit itself on 4 SynFace images: 18.1° constant → 3.2° cosine).
 BUILTIN_PRIOR_NEAR = 0.975
 
 
@@ -232,7 +237,7 @@ def _cpu() -> ReconstructionSettings:
     return replace(_paper(), image_size=64, num_stages=1, stage0_steps=(100, 20, 30), later_steps=(10, 20, 20),
                    batch_size=4, collect_iters=4, flip1=(True,), flip3=(True,), perceptual="dlib",
                    lr=(1e-3, 1e-3, 1e-4),
-                   prior_fit_steps=600, prior_lr=1e-3, prior_near=BUILTIN_PRIOR_NEAR,
+                   prior_fit_steps=600, prior_lr=1e-3, prior_schedule="cosine", prior_near=BUILTIN_PRIOR_NEAR,
                    nf=16, nf_vl=8, zdim=128, nf_encoder=16, pixel_offset=0.0,
                    checkpoint_every=10)
 
