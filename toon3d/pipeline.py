@@ -62,6 +62,7 @@ class AvatarSettings:
     drive: str | None = None              # a face video driving the morph targets (GLB animation, drive.mp4)
     neutral: str | None = None            # the driving face's neutral photo (default: the video's first face)
     drive_frames: int = 300               # at most this many video frames (read at ≤ 30 fps)
+    head_mask: bool = True                # cut meshes and turntables to the cartoon's head (shape/head_mask.py)
 
     def record(self) -> dict:
         """JSON-able settings (compared on --resume)."""
@@ -503,9 +504,19 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
     results = {key: _load_tensors(work.folder(f"shape_{key}") / "result.safetensors") for key in ["neutral"] + keys}
     size = results["neutral"]["depth"].shape[-1]
     renderer = Renderer(RenderSettings(size), device=models.device)
+    # One head mask, the neutral's, for every result: the edits share its canonical frame and the
+    # GLB's morph targets share its triangles.
+    mask, mask_record = None, None
+    if settings.head_mask:
+        from toon3d.io.images import load_image
+        from toon3d.pipeline_shape import builtin_world, export_head_mask
+
+        cartoon = load_image(work.folder("faces") / "cartoon.png")[None]
+        builtin = builtin_world(settings.style) is not None or builtin_world(settings.ckpt) is not None
+        mask, mask_record = export_head_mask(cartoon, builtin, results["neutral"], renderer, models.device)
     products = {}
     for key, r in results.items():
-        products[key] = render_products(renderer, r["depth"], r["albedo"], r["light"], None, settings.frames,
+        products[key] = render_products(renderer, r["depth"], r["albedo"], r["light"], mask, settings.frames,
                                         progress=progress)
     inputs = [source.latent, source.photo, settings.factor, settings.expression_from, settings.drive,
               settings.neutral]
@@ -533,7 +544,7 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
 
         animations, transfer_record, transfer_outputs = package_transfer(work, tmp, keys, models.device)
         glb = write_avatar_glb(neutral, morphs, renderer.K.cpu(), tmp / "avatar.glb", animation=animations or None,
-                               metadata={"toon3d": "avatar", "expressions": keys})
+                               metadata={"toon3d": "avatar", "expressions": keys}, mask=mask)
         write_viewer_html(glb, tmp / "viewer.html", title="toon3d avatar")
         for fmt in settings.formats:
             shutil.copy2(tmp / "3d" / "neutral" / f"turntable.{fmt}", tmp / f"turntable.{fmt}")
@@ -541,7 +552,7 @@ def stage_package(out: Path, work: WorkFolder, source: AvatarSource, models: Ava
         record = {
             "command": "toon3d avatar", "toon3d_version": _version(),
             "source": source.record(), "settings": settings.record(), "device": str(models.device),
-            "expressions": keys,
+            "expressions": keys, "head_mask": mask_record,
             "models": _models_record(models),
             "stages": {name: json.loads((work.folder(name) / STAGE_RECORD).read_text())
                        for name in ["faces", "edits"] + [f"shape_{k}" for k in ["neutral"] + keys]

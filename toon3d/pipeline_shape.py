@@ -158,6 +158,25 @@ def reconstruct_for_avatar(image: torch.Tensor, w: torch.Tensor, models, checkpo
     return result, state, record
 
 
+def export_head_mask(image: torch.Tensor, builtin: bool, result: dict, renderer, device) -> tuple[torch.Tensor, dict]:
+    """The canonical head mask [S,S] bool the exports of `result` are cut to, and a record of its parser.
+
+    image [1,3,s,s] in [-1,1]: the reconstructed image; builtin: it comes from a built-in world.
+    The parser is `toon3d.edit.masks.choose_mask('auto')`: the SynFace parser for the built-in
+    worlds, BiSeNet when installed for other generators, else the layout's face ellipse (said in
+    the record's note).
+    """
+    from toon3d.edit.masks import choose_mask
+    from toon3d.shape.head_mask import head_mask_for
+
+    source = choose_mask("auto", builtin_generator=builtin, device=device)
+    if source.fn is None:
+        raise Toon3dError("no face parser for the head mask; pass --no-head-mask")
+    size = result["depth"].shape[-1]
+    mask = head_mask_for(image.to(device), size, source.fn, result["depth"], result["view"], renderer)
+    return mask, {**source.describe(), "pixels": int(mask.sum())}
+
+
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     """[1,3,s,s] → [1,3,size,size] (bilinear, antialiased when shrinking); unchanged when the size matches."""
     if image.shape[-1] == size:

@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                           "per-image GAN2Shape training")
     p.add_argument("--reconstructor", default=None, metavar="FILE",
                    help="pretrained 3D reconstructor weights (default: the built-in one of the style's world)")
+    p.add_argument("--no-head-mask", action="store_true",
+                   help="keep the whole frame (the backdrop card) in the meshes and turntables, not only the head")
     p.add_argument("--frames", type=int, default=36, help="turntable frames (default 36)")
     p.add_argument("--fps", type=float, default=18.0, help="turntable frames per second (default 18)")
     p.add_argument("--format", default="gif,mp4", help="turntable formats: gif, mp4 or both (default)")
@@ -96,7 +98,7 @@ def settings_from_args(args: argparse.Namespace):
                               preset=args.preset, instant=args.instant, reconstructor=args.reconstructor,
                               frames=args.frames, fps=args.fps, formats=formats,
                               expression_from=args.expression_from, drive=args.drive, neutral=args.neutral,
-                              drive_frames=args.drive_frames)
+                              drive_frames=args.drive_frames, head_mask=not args.no_head_mask)
     if args.seed is not None:
         text = str(args.seed).strip()
         if not text.isdigit() or int(text) >= 2**32:

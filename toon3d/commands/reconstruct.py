@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--perceptual", choices=["vgg", "dlib", "none"], default=None,
                    help="perceptual term: vgg (user-supplied VGG16, the paper's) or dlib (offline substitute); "
                         "default: the preset's")
+    p.add_argument("--no-head-mask", action="store_true",
+                   help="keep the whole frame in the mesh and turntable (Unsup3d/GAN2Shape), not only the head")
     p.add_argument("--seed3d", type=int, default=0, help="seed of the 3D networks and pseudo samples (default 0)")
     p.add_argument("--frames", type=int, default=36, help="turntable frames (default 36)")
     p.add_argument("--fps", type=float, default=18.0, help="turntable frames per second (default 18)")
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from toon3d.io.sheet import labelled_sheet
     from toon3d.io.video import VIDEO_FORMATS
     from toon3d.models import resolve_generator
-    from toon3d.pipeline_shape import ShapeOptions, reconstruct_generated
+    from toon3d.pipeline_shape import ShapeOptions, builtin_world, export_head_mask, reconstruct_generated
     from toon3d.shape.export import render_products, write_products
     from toon3d.shape.renderer import Renderer, RenderSettings
 
@@ -134,7 +136,10 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     size = result["depth"].shape[-1]
     renderer = Renderer(RenderSettings(size), device=device)
-    products = render_products(renderer, result["depth"], result["albedo"], result["light"], None, args.frames,
+    mask, mask_record = (None, None) if args.no_head_mask else \
+        export_head_mask(image, builtin_world(args.ckpt) is not None, result, renderer, device)
+    record["head_mask"] = mask_record
+    products = render_products(renderer, result["depth"], result["albedo"], result["light"], mask, args.frames,
                                progress=not args.no_progress)
     with atomic_dir(out, overwrite=args.overwrite, inputs=[args.latent]) as tmp:
         save_png(image[0], tmp / "input.png")

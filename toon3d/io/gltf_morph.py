@@ -124,7 +124,8 @@ def _check_name(name: object, seen: set[str]) -> str:
     return name
 
 
-def _face_mesh(face: object, K: torch.Tensor, label: str, size: tuple[int, int] | None) -> TexturedMesh:
+def _face_mesh(face: object, K: torch.Tensor, label: str, size: tuple[int, int] | None,
+               mask: torch.Tensor | None = None) -> TexturedMesh:
     if not isinstance(face, (tuple, list)) or len(face) != 2:
         raise Toon3dError(f"{label} must be a (depth [H,W], texture [3,H,W]) pair, got {type(face).__name__}")
     depth, texture = face
@@ -136,7 +137,7 @@ def _face_mesh(face: object, K: torch.Tensor, label: str, size: tuple[int, int] 
         raise Toon3dError(f"{label} is {depth.shape[0]}x{depth.shape[1]} but the neutral face is "
                           f"{size[0]}x{size[1]}; render every edit at the neutral face's size")
     try:
-        return mesh_from_depth(depth, texture, K)
+        return mesh_from_depth(depth, texture, K, mask)
     except Toon3dError as err:
         raise Toon3dError(f"{label}: {err}") from None
 
@@ -253,16 +254,18 @@ def _edit_items(edits: Mapping[str, Face] | Sequence[tuple[str, Face]] | None) -
 
 def avatar_glb_bytes(neutral: Face, edits: Mapping[str, Face] | Sequence[tuple[str, Face]], K: torch.Tensor,
                      animation: MorphAnimation | Sequence[MorphAnimation] | None = None,
-                     metadata: Mapping | None = None, name: str = "toon3d_avatar") -> bytes:
+                     metadata: Mapping | None = None, name: str = "toon3d_avatar",
+                     mask: torch.Tensor | None = None) -> bytes:
     """The avatar GLB as bytes: neutral (depth [H,W], texture [3,H,W] in [-1,1]) + one named morph target per edit.
 
     `edits` maps each expression name to its (depth, texture) of the neutral's size, in target
     order; `K` [3,3] is the camera of the canonical depth maps; `animation` optionally keys the
-    weights; `metadata` (JSON-serialisable) is stored in `asset.extras`.
+    weights; `metadata` (JSON-serialisable) is stored in `asset.extras`; `mask` [H,W] bool
+    (optional, the head) keeps the triangles inside it, for the neutral and every target alike.
     """
     if not isinstance(K, torch.Tensor) or K.shape != (3, 3) or not torch.isfinite(K).all():
         raise Toon3dError("K must be a finite [3,3] camera matrix (toon3d.shape.camera.intrinsics)")
-    base = _face_mesh(neutral, K, "neutral face", None)
+    base = _face_mesh(neutral, K, "neutral face", None, mask)
     size = tuple(neutral[0].shape)
     items = _edit_items(edits)
     seen: set[str] = set()
@@ -334,12 +337,12 @@ def avatar_glb_bytes(neutral: Face, edits: Mapping[str, Face] | Sequence[tuple[s
 
 def write_avatar_glb(neutral: Face, edits: Mapping[str, Face] | Sequence[tuple[str, Face]], K: torch.Tensor,
                      path: str | os.PathLike, animation: MorphAnimation | Sequence[MorphAnimation] | None = None,
-                     metadata: Mapping | None = None) -> Path:
+                     metadata: Mapping | None = None, mask: torch.Tensor | None = None) -> Path:
     """Write `avatar_glb_bytes(...)` to `path` (.glb) atomically; return the path."""
     path = Path(path)
     if path.suffix.lower() != ".glb":
         raise Toon3dError(f"{path}: an avatar file must end in .glb")
-    data = avatar_glb_bytes(neutral, edits, K, animation, metadata)
+    data = avatar_glb_bytes(neutral, edits, K, animation, metadata, mask=mask)
     with atomic_file(path) as tmp:
         tmp.write_bytes(data)
     return path

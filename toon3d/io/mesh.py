@@ -57,8 +57,24 @@ def quad_fan_faces(h: int, w: int) -> torch.Tensor:
     return torch.cat(fans, dim=0)
 
 
-def mesh_from_depth(canon_depth: torch.Tensor, texture: torch.Tensor, K: torch.Tensor) -> TexturedMesh:
-    """Canonical depth [H,W] and canonical image [3,H,W] in [-1,1] → TexturedMesh in the GAN2Shape layout."""
+def masked_faces(faces: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The quad-fan faces of an [H,W] grid whose quads lie wholly inside `mask` [H,W] bool."""
+    h, w = mask.shape
+    m = mask.detach().cpu().bool()
+    quad = (m[:-1, :-1] & m[:-1, 1:] & m[1:, :-1] & m[1:, 1:]).reshape(-1)
+    keep = quad.repeat(4)  # quad_fan_faces lists the quads' four fans one after another
+    if not keep.any():
+        raise Toon3dError("the mesh mask holds no 2x2 block of pixels; pass a mask that covers the face")
+    return faces[keep]
+
+
+def mesh_from_depth(canon_depth: torch.Tensor, texture: torch.Tensor, K: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> TexturedMesh:
+    """Canonical depth [H,W] and canonical image [3,H,W] in [-1,1] → TexturedMesh in the GAN2Shape layout.
+
+    mask [H,W] bool (optional) keeps the faces of the quads wholly inside it (every vertex stays,
+    so meshes of one size keep one vertex numbering).
+    """
     check_depth(canon_depth.unsqueeze(0) if canon_depth.dim() == 2 else canon_depth, "canonical depth")
     if canon_depth.dim() != 2:
         raise Toon3dError(f"canonical depth for a mesh must be [H,W], got {tuple(canon_depth.shape)}")
@@ -76,8 +92,13 @@ def mesh_from_depth(canon_depth: torch.Tensor, texture: torch.Tensor, K: torch.T
     uvs = torch.stack([u / (w - 1), 1.0 - v / (h - 1)], dim=-1)
     normals = _with_centres(normals)
     normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    faces = quad_fan_faces(h, w)
+    if mask is not None:
+        if tuple(mask.shape) != (h, w):
+            raise Toon3dError(f"the mesh mask is {tuple(mask.shape)} but the depth is {h}x{w}")
+        faces = masked_faces(faces, mask)
     return TexturedMesh(vertices=_with_centres(points), uvs=_with_centres(uvs), normals=normals,
-                        faces=quad_fan_faces(h, w), texture=texture.detach().float().cpu())
+                        faces=faces, texture=texture.detach().float().cpu())
 
 
 def _texture_image(mesh: TexturedMesh) -> Image.Image:

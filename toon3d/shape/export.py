@@ -95,6 +95,7 @@ def write_products(folder: Path, products: ShapeProducts, K: torch.Tensor, forma
     depth.npy (canonical depth [S,S] float32, Unsup3d units), depth.png (preview), depth16.png,
     albedo.png, canonical.png (shaded texture), diffuse.png, normal.png, shape.png, relight.png,
     rotations.png, mesh.obj/.mtl/.png, mesh.glb, turntable.<fmt>, turntable_sheet.png, light.json.
+    With `products.mask` (the head, `toon3d.shape.head_mask`) the meshes hold only its triangles.
     """
     from toon3d.io.depth_maps import save_depth16_png, save_depth_png, save_normal_png
     from toon3d.io.images import make_grid, save_png
@@ -113,7 +114,7 @@ def write_products(folder: Path, products: ShapeProducts, K: torch.Tensor, forma
     save_png(p.shape_render, folder / "shape.png")
     save_png(make_grid(p.relit, nrow=5), folder / "relight.png")
     save_png(make_grid(p.rotations, nrow=len(p.rotations)), folder / "rotations.png")
-    mesh = mesh_from_depth(p.depth, p.texture, K.cpu())
+    mesh = mesh_from_depth(p.depth, p.texture, K.cpu(), p.mask)
     write_obj(mesh, folder / "mesh.obj")
     write_glb(mesh, folder / "mesh.glb")
     names = ["depth.npy", "depth.png", "depth16.png", "albedo.png", "canonical.png", "diffuse.png", "normal.png",
