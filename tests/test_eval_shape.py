@@ -242,3 +242,21 @@ def test_generator_images_share_latent_and_ground_truth():
     assert torch.allclose(render.image, torch.nn.functional.avg_pool2d(big["image"], 2), atol=1e-6)
     head = torch.nn.functional.avg_pool2d((big["depth"] < 1.2).float()[None], 2)[0, 0] == 1
     assert torch.equal(render.gt_mask.bool(), head)
+
+
+def test_set_overrides_reach_the_settings_and_are_part_of_the_config(tmp_path, capsys):
+    from toon3d.commands.eval import parse_overrides
+
+    assert parse_overrides(["lam_smooth=0.1", "stage0_steps=(100, 20, 60)", "prior_schedule=cosine",
+                            "flip1=[True]"]) == {"lam_smooth": 0.1, "stage0_steps": (100, 20, 60),
+                                                  "prior_schedule": "cosine", "flip1": (True,)}
+    out = tmp_path / "shape"
+    argv = ["eval", "shape", "--n", "1", "--out", str(out), "--rows", "prior", "--preset", "tiny",
+            "--mask", "layout", "--world", "toon", "--no-progress", "--set", "prior_near=0.95"]
+    assert cli.main(argv) == 0
+    config = json.loads((out / "table.json").read_text())["config"]
+    assert config["settings"]["prior_near"] == 0.95
+    capsys.readouterr()
+    assert "other settings" in _fail(capsys, argv[:-1] + ["prior_near=0.97"])  # resume with another value
+    assert "KEY=VALUE" in _fail(capsys, argv[:-2] + ["--set", "=1"])
+    assert "unknown reconstruction setting" in _fail(capsys, argv[:-2] + ["--set", "lam_nope=1"])

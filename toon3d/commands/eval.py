@@ -100,10 +100,33 @@ def _register_shape(sub: argparse._SubParsersAction) -> None:
                    help="what the GAN rows start from: the pretrained reconstructor or the fitted ellipsoid prior "
                         "(auto: pretrained when there is one)")
     p.add_argument("--vgg16", default=None, help="VGG16 weights for the paper preset's perceptual loss")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one reconstruction setting of the preset (repeatable), e.g. --set lam_smooth=0.1 "
+                        "--set stage0_steps=(100,20,60); names: toon3d.shape.settings.ReconstructionSettings")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="also show each reconstruction's step progress")
     p.set_defaults(func=run_shape)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['lam_smooth=0.1', 'stage0_steps=(100,20,60)'] → {'lam_smooth': 0.1, 'stage0_steps': (100, 20, 60)}."""
+    import ast
+
+    from toon3d.errors import Toon3dError
+
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise Toon3dError(f"--set {item!r}: write KEY=VALUE, e.g. --set lam_smooth=0.1")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()  # a bare word: a string setting such as prior_schedule=cosine
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +395,7 @@ def run_shape(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise Toon3dError(f"--n must be at least 1, got {args.n}")
     worlds = _worlds(args.world)
-    settings = preset(args.preset)
+    settings = preset(args.preset, **parse_overrides(args.overrides))
     device = resolve_device(args.device)
     specs = _reconstructor_specs(args.reconstructor, worlds)
     if "instant" in rows:
