@@ -106,7 +106,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"vs {fig['prior']['mad_deg']:.2f}°); nothing written: train longer or pass --allow-worse")
         weights = Path(args.weights_dir)
         name = f"shape_{args.world}"
-        phases = [{"what": "Unsup3d-style joint pretraining of D, A, V, L (flip symmetry, confidence maps)",
+        cfg = meta.get("config", {})
+        warm_only = cfg.get("warmup_iters", 0) >= (meta.get("iteration") or 0) > 0
+        what = ("warm-up only (GAN2Shape's step 1 over many images): D fitted to the layout's ellipsoid prior "
+                "and held, A, L and the confidence net trained (flip symmetry, confidence maps), V untrained "
+                "(frontal)" if warm_only else
+                "Unsup3d-style joint pretraining of D, A, V, L (flip symmetry, confidence maps)")
+        phases = [{"what": what,
                    "command": " && ".join(record.get("commands", [meta.get("command", "?")])),
                    "iterations": meta.get("iteration"), "minutes": meta.get("train_minutes"),
                    "data": meta.get("data")}]

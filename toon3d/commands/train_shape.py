@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prior-schedule", choices=("cosine", "constant"), default="cosine",
                         help="learning-rate schedule of the prior fit: cosine decay to 0 (default; a constant "
                              "rate leaves stripes in the depth) or constant (GAN2Shape)")
+    parser.add_argument("--prior-centre", action=argparse.BooleanOptionalAction, default=True,
+                        help="fit the prior shifted in depth so the mean-centred depth net can hold it exactly "
+                             "(default; --no-prior-centre fits GAN2Shape's unshifted prior)")
     parser.add_argument("--eval-data", default=None, help="held-out folder with depth ground truth scored while training")
     parser.add_argument("--eval-count", type=int, default=64, help="held-out images scored (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and of every batch")
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                          pixel_offset=args.pixel_offset, seed=args.seed, ckpt_every=args.ckpt_every,
                          sample_every=args.sample_every, eval_every=args.eval_every, eval_data=args.eval_data,
                          eval_count=args.eval_count, prior_steps=args.prior_steps, prior_lr=args.prior_lr,
-                         prior_schedule=args.prior_schedule)
+                         prior_schedule=args.prior_schedule, prior_centre=args.prior_centre)
     cfg.check()
     if args.resume:
         if not (out / "state.pt").is_file():

@@ -89,6 +89,7 @@ class PretrainConfig:
     prior_steps: int = 600          # fit D to the ellipsoid prior before training (GAN2Shape's init); 0 = none
     prior_lr: float = 1e-3
     prior_schedule: str = "cosine"  # rate decayed to 0: a constant rate leaves stripes (prior.fit_depth_to)
+    prior_centre: bool = True       # fit the prior shifted so the mean-centred depth net holds it exactly
     # the ellipsoid's near depth: the built-in layout's calibrated relief (toon3d.shape.settings)
     prior_near: float = BUILTIN_PRIOR_NEAR
 
@@ -471,7 +472,7 @@ class PretrainRun:
         images = self.fixed_batch(self.cfg.batch)
         self.prior_losses = fit_depth_to(self.nets.depth, images, target, self.geometry, steps=self.cfg.prior_steps,
                                          lr=self.cfg.prior_lr, wd=self.cfg.weight_decay, progress=progress,
-                                         schedule=self.cfg.prior_schedule)
+                                         schedule=self.cfg.prior_schedule, centre=self.cfg.prior_centre)
         self.train_seconds += time.perf_counter() - t0
         self.prior_fitted = True
         return self.prior_losses

@@ -317,7 +317,8 @@ def _fit_prior(fixed: _Fixed, nets: ShapeNets) -> None:
     target = ellipsoid_depth((fixed.face_mask[0, 0] >= s.prior_mask_threshold).cpu(), s.prior_kind,
                              s.prior_near, s.prior_far, s.prior_radius).to(fixed.device)
     fit_depth_to(nets.depth, fixed.image, target, fixed.tools.geometry, steps=s.prior_fit_steps, lr=s.prior_lr,
-                 wd=s.weight_decay, progress=fixed.progress, schedule=s.prior_schedule)
+                 wd=s.weight_decay, progress=fixed.progress, schedule=s.prior_schedule,
+                 centre=s.prior_centre)
 
 
 def _run_step(fixed: _Fixed, nets: ShapeNets, rng: torch.Generator, progress: _Progress, stage: int,

@@ -91,6 +91,7 @@ class ReconstructionSettings:
     prior_fit_steps: int = 1000
     prior_lr: float = 1e-4
     prior_schedule: str = "constant"   # or "cosine" (toon3d.shape.prior.fit_depth_to)
+    prior_centre: bool = False         # fit the prior shifted so the mean-centred depth net holds it exactly
     # Photo-geometric model (§6.2 common values).
     fov_deg: float = 10.0
     min_depth: float = 0.9
@@ -237,7 +238,8 @@ def _cpu() -> ReconstructionSettings:
     return replace(_paper(), image_size=64, num_stages=1, stage0_steps=(100, 20, 30), later_steps=(10, 20, 20),
                    batch_size=4, collect_iters=4, flip1=(True,), flip3=(True,), perceptual="dlib",
                    lr=(1e-3, 1e-3, 1e-4),
-                   prior_fit_steps=600, prior_lr=1e-3, prior_schedule="cosine", prior_near=BUILTIN_PRIOR_NEAR,
+                   prior_fit_steps=600, prior_lr=1e-3, prior_schedule="cosine", prior_centre=True,
+                   prior_near=BUILTIN_PRIOR_NEAR,
                    nf=16, nf_vl=8, zdim=128, nf_encoder=16, pixel_offset=0.0,
                    checkpoint_every=10)
 
