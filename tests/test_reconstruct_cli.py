@@ -20,8 +20,11 @@ def test_reconstruct_writes_every_product(tmp_path):
                  "relight.png", "rotations.png", "turntable.gif", "light.json", "reconstruct.json"):
         assert (out / name).is_file(), name
     depth = np.load(out / "depth.npy")
-    assert depth.shape == (32, 32) and np.isfinite(depth).all() and 0.9 <= depth.min() and depth.max() <= 1.1
+    # toon ships a 64 px reconstructor: the reconstruction starts from it, at its size
+    assert depth.shape == (64, 64) and np.isfinite(depth).all() and 0.9 <= depth.min() and depth.max() <= 1.1
     record = json.loads((out / "reconstruct.json").read_text())
+    assert record["reconstruction"]["start"].startswith("pretrained reconstructor")
+    assert record["reconstruction"]["pretrained"].endswith("shape_toon.safetensors")
     assert record["reconstruction"]["mode"] == "gan2shape" and record["reconstruction"]["iterations"] > 0
     # toon ships its discriminator, so L_dis uses its features, not the substitute
     assert record["reconstruction"]["discriminator_features"].startswith("discriminator")

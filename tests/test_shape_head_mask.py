@@ -97,8 +97,8 @@ def test_reconstruct_cuts_the_mesh_to_the_head_unless_asked_not_to(tmp_path):
 
     assert run(tmp_path / "head") == 0 and run(tmp_path / "card", "--no-head-mask") == 0
     record = json.loads((tmp_path / "head" / "reconstruct.json").read_text())["reconstruction"]["head_mask"]
-    assert record["source"] == "synface" and 0 < record["pixels"] < 32 * 32
+    assert record["source"] == "synface" and 0 < record["pixels"] < 64 * 64  # the shipped 64 px start
     head = load_mesh(tmp_path / "head" / "mesh.obj")
     card = load_mesh(tmp_path / "card" / "mesh.obj")
-    assert len(card.faces) == 4 * 31 * 31 and 0 < len(head.faces) < len(card.faces)
+    assert len(card.faces) == 4 * 63 * 63 and 0 < len(head.faces) < len(card.faces)
     assert json.loads((tmp_path / "card" / "reconstruct.json").read_text())["reconstruction"]["head_mask"] is None
