@@ -167,13 +167,14 @@ def export_head_mask(image: torch.Tensor, builtin: bool, result: dict, renderer,
     the record's note).
     """
     from toon3d.edit.masks import choose_mask
-    from toon3d.shape.head_mask import head_mask_for
+    from toon3d.shape.head_mask import canonical_mask, head_mask
 
     source = choose_mask("auto", builtin_generator=builtin, device=device)
     if source.fn is None:
         raise Toon3dError("no face parser for the head mask; pass --no-head-mask")
     size = result["depth"].shape[-1]
-    mask = head_mask_for(image.to(device), size, source.fn, result["depth"], result["view"], renderer)
+    mask = canonical_mask(head_mask(_resize(image, size).to(device), source.fn), result["depth"], result["view"],
+                          renderer)
     return mask, {**source.describe(), "pixels": int(mask.sum())}
 
 

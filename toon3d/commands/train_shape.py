@@ -7,6 +7,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `toon3d train-shape`."""
+    from toon3d.shape.prior import PRIOR_SCHEDULES
+
     parser = subparsers.add_parser(
         "train-shape", help="pretrain a 3D reconstructor (Unsup3d-style, unsupervised) on a folder or a generator",
         description="Jointly train the depth, albedo, view and light networks to reconstruct images through the "
@@ -51,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prior-steps", type=int, default=600,
                         help="steps fitting the depth net to the layout's ellipsoid prior before training (default 600; 0 = none)")
     parser.add_argument("--prior-lr", type=float, default=1e-3, help="learning rate of the prior fit (default 1e-3)")
-    parser.add_argument("--prior-schedule", choices=("cosine", "constant"), default="cosine",
+    parser.add_argument("--prior-schedule", choices=PRIOR_SCHEDULES, default="cosine",
                         help="learning-rate schedule of the prior fit: cosine decay to 0 (default; a constant "
                              "rate leaves stripes in the depth) or constant (GAN2Shape)")
     parser.add_argument("--prior-centre", action=argparse.BooleanOptionalAction, default=True,

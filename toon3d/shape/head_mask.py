@@ -47,29 +47,16 @@ def head_mask(image: torch.Tensor, mask_fn, grow: int = 1) -> torch.Tensor:
 
 
 def canonical_mask(mask: torch.Tensor, depth: torch.Tensor, view: torch.Tensor, renderer) -> torch.Tensor:
-    """Input-view mask [S,S] → the canonical frame [S,S] bool, through canonical depth [S,S] and view [6].
-
-    Each canonical pixel takes the mask where it lands in the input view (GAN2Shape's canon_mask).
-    """
-    from toon3d.shape.photo_geometry import view_rt
+    """Input-view mask [S,S] → the canonical frame [S,S] bool, through canonical depth [S,S] and view [6]."""
+    from toon3d.shape.photo_geometry import to_canonical
 
     device = renderer.K.device
     if mask.shape != depth.shape:
         raise Toon3dError(f"the head mask is {tuple(mask.shape)} but the depth is {tuple(depth.shape)}")
     with torch.no_grad():
-        R, t = view_rt(view.reshape(1, -1).to(device, torch.float32))
-        grid = renderer.warp_grid(depth[None].to(device, torch.float32), R, t)
-        moved = F.grid_sample(mask[None, None].to(grid), grid, mode="bilinear", align_corners=True)
+        moved = to_canonical(mask[None, None].float(), depth[None].to(device, torch.float32),
+                             view.reshape(1, -1).to(device, torch.float32), renderer)
     return (moved[0, 0] >= 0.5).cpu()
 
 
-def head_mask_for(image: torch.Tensor, size: int, mask_fn, depth: torch.Tensor, view: torch.Tensor,
-                  renderer) -> torch.Tensor:
-    """The canonical head mask [size,size] bool of a reconstruction of `image` [1,3,s,s] (any s)."""
-    if image.shape[-1] != size:
-        image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=image.shape[-1] > size).clamp(-1, 1)
-    return canonical_mask(head_mask(image, mask_fn), depth, view, renderer)
-
-
-__all__ = ["clean_mask", "head_mask", "canonical_mask", "head_mask_for"]
+__all__ = ["clean_mask", "head_mask", "canonical_mask"]

@@ -239,6 +239,14 @@ def view_rt(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rotation_matrix(view[:, 0], view[:, 1], view[:, 2]), view[:, 3:6]
 
 
+def to_canonical(values: torch.Tensor, depth: torch.Tensor, view: torch.Tensor, renderer: Renderer) -> torch.Tensor:
+    """Input-view maps [B,C,S,S] → the canonical frame: each canonical pixel of depth [B,S,S] takes the
+    value where it lands in the view [B,6] (bilinear; GAN2Shape's canon_mask)."""
+    R, t = view_rt(view)
+    grid = renderer.warp_grid(depth, R, t)
+    return torch.nn.functional.grid_sample(values.to(grid), grid, mode="bilinear", align_corners=True)
+
+
 def reconstruct(renderer: Renderer, dec: Decomposition, *, flip: bool = False) -> Reconstruction:
     """Φ(depth, albedo, view, light) → `Reconstruction`; flip=True uses the mirrored depth and albedo (L_sym)."""
     d, a = dec.depth, dec.albedo

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from toon3d.errors import Toon3dError
 from toon3d.shape.confidence import ConfidenceNet
 from toon3d.shape.losses import PerceptualDistance, recon_loss, smoothness2
+from toon3d.shape.prior import PRIOR_SCHEDULES
 from toon3d.shape.networks import ShapeNetConfig, ShapeNets
 from toon3d.shape.settings import BUILTIN_PRIOR_NEAR
 from toon3d.shape.photo_geometry import Decomposition, GeometrySettings, decompose, reconstruct
@@ -118,8 +119,9 @@ class PretrainConfig:
             raise Toon3dError(f"--warmup-iters must be ≥ 0, got {self.warmup_iters}")
         if self.prior_steps < 0 or self.prior_lr <= 0:
             raise Toon3dError("--prior-steps must be ≥ 0 and --prior-lr positive")
-        if self.prior_schedule not in ("constant", "cosine"):
-            raise Toon3dError(f"--prior-schedule must be cosine or constant, got {self.prior_schedule!r}")
+        if self.prior_schedule not in PRIOR_SCHEDULES:
+            raise Toon3dError(f"--prior-schedule must be one of {', '.join(PRIOR_SCHEDULES)}, "
+                              f"got {self.prior_schedule!r}")
         if min(self.ckpt_every, self.sample_every, self.eval_every) < 1:
             raise Toon3dError("--ckpt-every, --sample-every and --eval-every must be at least 1")
 

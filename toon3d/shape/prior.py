@@ -131,21 +131,21 @@ def fit_depth_to(depth_net: nn.Module, image: torch.Tensor, target_depth: torch.
         target = target.unsqueeze(0)
     if target.shape[1:] != image.shape[2:] or target.shape[0] not in (1, image.shape[0]):
         raise Toon3dError(f"target depth {tuple(target_depth.shape)} does not fit images {tuple(image.shape)}")
-    target = target.expand(image.shape[0], -1, -1)
-    if centre:
+    if centre:  # per target map: a shared [S,S] target is shifted once, before the expand
         shifts = [representable_shift(t, settings.min_depth, settings.max_depth) for t in target]
         target = target + target.new_tensor(shifts).view(-1, 1, 1)
+    target = target.expand(image.shape[0], -1, -1)
     params = [p for p in depth_net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=wd)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine" and steps else None
     losses = []
-    for k in tqdm(range(steps), desc="fit depth prior", disable=not progress, dynamic_ncols=True):
-        if schedule == "cosine":
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * k / steps))
+    for _ in tqdm(range(steps), desc="fit depth prior", disable=not progress, dynamic_ncols=True):
         _, raw_depth = depth_from_raw(depth_net(image)[:, 0], settings)
         loss = F.mse_loss(raw_depth, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if decay is not None:
+            decay.step()
         losses.append(float(loss.detach()))
     return losses

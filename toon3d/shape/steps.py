@@ -36,7 +36,7 @@ from toon3d.errors import Toon3dError
 from toon3d.shape.latent_offset import FeatureDistance, LatentProjector
 from toon3d.shape.losses import PerceptualDistance, identity_loss, masked_l1, recon_loss, smoothness2
 from toon3d.shape.photo_geometry import (Decomposition, GeometrySettings, Reconstruction, decompose, light_from_net,
-                                         reconstruct, view_from_tanh, view_rt)
+                                         reconstruct, to_canonical, view_from_tanh)
 from toon3d.shape.pseudo import CanonicalState, PseudoBatch, PseudoSampler
 from toon3d.shape.renderer import Renderer
 
@@ -207,11 +207,7 @@ def canonical_state(nets: nn.Module, image: torch.Tensor, tools: StepTools,
     canonical pixel lands in the input's view (GAN2Shape's canon_mask, bilinear); None keeps all pixels.
     """
     dec = decompose(nets, image, tools.geometry)
-    canon_mask = None
-    if face_mask is not None:
-        R, t = view_rt(dec.view)
-        grid = tools.renderer.warp_grid(dec.depth, R, t)
-        canon_mask = torch.nn.functional.grid_sample(face_mask.to(grid), grid, mode="bilinear", align_corners=True)
+    canon_mask = None if face_mask is None else to_canonical(face_mask, dec.depth, dec.view, tools.renderer)
     return CanonicalState(depth=dec.depth, albedo=dec.albedo, light=dec.light, canon_mask=canon_mask)
 
 
