@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=16, help="latents per refinement batch (default 16)")
     p.add_argument("--timing-repeats", type=int, default=3, help="timed refined edits on the defaults (default 3)")
     p.add_argument("--timing-256", type=int, default=2, help="timed edits on the 256 px generator (0 skips)")
+    p.add_argument("--sizes-256", default="full,128",
+                   help="synthesis sizes the 256 px edits are timed at (full, or N: toon3d edit --synthesis-size N)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--only-timing", action="store_true", help="skip the figures; time edits along direction 0")
     p.add_argument("--out", default=None, help="JSON file for everything measured")
@@ -195,7 +197,8 @@ def refine(g, w, n, alpha: float, embedder, mask_fn, mode: str, steps: int, lr: 
     return refine_direction(g, w, n, alpha, embedder.embed, low, mask_fn, mode, steps, lr).delta_w
 
 
-def time_edit(g, w, n, alpha: float, embedder, mask_fn, mode: str, steps: int, lr: float) -> tuple[float, float]:
+def time_edit(g, w, n, alpha: float, embedder, mask_fn, mode: str, steps: int, lr: float,
+              synthesis_size: int | None = None) -> tuple[float, float]:
     """(wall, process CPU) seconds of one `toon3d edit` refinement of one latent w [1,D] (both signs)."""
     from toon3d.edit.refine import refine_direction
 
@@ -205,9 +208,10 @@ def time_edit(g, w, n, alpha: float, embedder, mask_fn, mode: str, steps: int, l
     start, cpu = time.perf_counter(), time.process_time()
     if mode == "paper":
         refine_direction(g, w.expand(2, -1), n, torch.tensor([alpha, -alpha]), embedder.embed, low, mask_fn,
-                         "paper", steps, lr)
+                         "paper", steps, lr, synthesis_size=synthesis_size)
     else:
-        refine_direction(g, w, n, alpha, embedder.embed, low, mask_fn, "code", steps, lr)
+        refine_direction(g, w, n, alpha, embedder.embed, low, mask_fn, "code", steps, lr,
+                         synthesis_size=synthesis_size)
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -333,10 +337,13 @@ def run(args: argparse.Namespace) -> dict:
             w_big = big_mean + 0.7 * (big.mapping(torch.randn(1, 512, generator=torch.Generator().manual_seed(1)))
                                       - big_mean)
         n_big = factorize(big).direction(0)
-        for mode in modes:
-            runs = [time_edit(big, w_big, n_big, args.strength, embedder, face_ellipse_mask, mode, args.steps,
-                              args.lr) for _ in range(args.timing_256)]
-            timings.append(_timing("random 256 px, channel multiplier 2, W 512", mode, runs, args.threads, "ellipse"))
+        for size in [s.strip() for s in args.sizes_256.split(",") if s.strip()]:
+            stop = None if size == "full" else int(size)
+            for mode in modes:
+                runs = [time_edit(big, w_big, n_big, args.strength, embedder, face_ellipse_mask, mode, args.steps,
+                                  args.lr, stop) for _ in range(args.timing_256)]
+                label = "random 256 px, channel multiplier 2, W 512" + ("" if stop is None else f", losses at {stop} px")
+                timings.append(_timing(label, mode, runs, args.threads, "ellipse"))
     return {"benchmark": "bench_edit", "settings": vars(args), "generator": loaded.source,
             "oracle_r2": oracle.r2, "notes": notes, "naming_seconds": naming_s,
             "names": {name: {"index": i, "sign": s, "resolved_by": how} for name, i, s, how in jobs},

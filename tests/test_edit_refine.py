@@ -262,6 +262,7 @@ def test_edit_cli_bad_input_writes_nothing(light_builtins, tmp_path, capsys):
         (["--seed", "1", "--direction", "0", "--factor", str(other), "--variant", "sefa"], "--factor brings"),
         (["--seed", "1", "--direction", "0", "--identity-weights", str(tmp_path / "none.dat")], "face-recognition"),
         (["--seed", "1", "--direction", "0", "--ckpt", "base", "--style", str(tmp_path / "gone.pt")], "gone.pt"),
+        (["--seed", "1", "--direction", "0", "--synthesis-size", "96"], "power of two"),
     ]
     out = tmp_path / "edit"
     for argv, message in cases:

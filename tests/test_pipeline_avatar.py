@@ -92,8 +92,37 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     for args, match in [(["--seed", "abc"], "not a whole number"),
                         (["--seed", "0", "--expression", "grin=+1"], "unknown expression"),
                         (["--seed", "0", "--expression", "smile=nan"], "finite"),
-                        (["--seed", "0", "--style", str(tmp_path / "missing.safetensors")], "not found")]:
+                        (["--seed", "0", "--style", str(tmp_path / "missing.safetensors")], "not found"),
+                        (["--seed", "0", "--edit-size", "100"], "power of two")]:
         code = main(["avatar", *args, "--preset", "tiny", "--refine", "off", "--out", str(tmp_path / "x")])
         err = capsys.readouterr().err
         assert code == 2 and match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_edit_encoder_neutral_skips_the_edits_step2(tmp_path, monkeypatch):
+    import dataclasses
+
+    import toon3d.shape.schedule as schedule
+
+    steps = []
+    original = schedule._run_step
+
+    def counting(fixed, nets, rng, progress, stage, step_index, checkpoint):
+        steps.append((fixed.settings.steps_of(stage)[step_index], step_index))
+        return original(fixed, nets, rng, progress, stage, step_index, checkpoint)
+
+    monkeypatch.setattr(schedule, "_run_step", counting)
+    settings = dataclasses.replace(SETTINGS, edit_encoder="neutral", expressions=(("0", 3.0),))
+    record = make_avatar(AvatarSource(seed=0), settings, tmp_path / "a", progress=False, log=lambda _: None)
+    step2 = [length for length, index in steps if index == 1]
+    assert step2 == [2, 0]  # the neutral trains its encoder (tiny: 2 iterations), the edit reuses it
+    saved = json.loads((tmp_path / "a" / "avatar.json").read_text())
+    assert saved["settings"]["edit_encoder"] == "neutral" and record["expressions"] == ["direction0"]
+    assert (tmp_path / "a" / "3d" / "direction0" / "depth.npy").is_file()
+    with pytest.raises(Toon3dError, match="--edit-encoder"):
+        make_avatar(AvatarSource(seed=0), dataclasses.replace(SETTINGS, edit_encoder="fresh"), tmp_path / "b",
+                    progress=False, log=lambda _: None)
+    with pytest.raises(Toon3dError, match="--edit-size"):
+        make_avatar(AvatarSource(seed=0), dataclasses.replace(SETTINGS, edit_size=100), tmp_path / "c",
+                    progress=False, log=lambda _: None)

@@ -63,6 +63,8 @@ class AvatarSettings:
     neutral: str | None = None            # the driving face's neutral photo (default: the video's first face)
     drive_frames: int = 300               # at most this many video frames (read at ≤ 30 fps)
     head_mask: bool = True                # cut meshes and turntables to the cartoon's head (shape/head_mask.py)
+    edit_size: int | None = None          # refinement losses on G_base stopped at this size (None: full; early_exit)
+    edit_encoder: str = "train"           # edits' 3D: train step 2 (from the neutral's E) | neutral (reuse it, skip step 2)
 
     def record(self) -> dict:
         """JSON-able settings (compared on --resume)."""
@@ -84,6 +86,12 @@ class AvatarSource:
 
     def record(self) -> dict:
         return asdict(self)
+
+
+# How an edit's 3D treats GAN2Shape's step 2 (its pseudo samples' projection through the GAN):
+# "train" runs it, from the neutral's encoder; "neutral" keeps the neutral's trained encoder and
+# skips it, which saves every generator backward pass of the edits' reconstructions.
+EDIT_ENCODERS = ("train", "neutral")
 
 
 def parse_expression(spec: str) -> tuple[str, float]:
@@ -122,6 +130,11 @@ def check_settings(settings: AvatarSettings) -> None:
         raise Toon3dError(f"--truncation must be a finite number, got {settings.truncation}")
     if settings.frames < 1 or not settings.fps > 0:
         raise Toon3dError("--frames and --fps must be positive")
+    if settings.edit_encoder not in EDIT_ENCODERS:
+        raise Toon3dError(f"--edit-encoder {settings.edit_encoder!r}: use one of {', '.join(EDIT_ENCODERS)}")
+    size = settings.edit_size
+    if size is not None and (not isinstance(size, int) or size < 16 or size & (size - 1)):
+        raise Toon3dError(f"--edit-size {size!r}: give a power of two ≥ 16 (e.g. 128) or 'full'")
     keys = [expression_key(n, s) for n, s in settings.expressions]
     if len(set(keys)) != len(keys):
         raise Toon3dError("each --expression must name a different expression; combine strengths into one")
@@ -435,7 +448,8 @@ def stage_edits(folder: Path, faces: Path, models: AvatarModels, progress: bool)
                 return embedder.features(images, 4)[-1]
 
             result = refine_direction(g, w, n, strength, embedder.embed, low, face_ellipse_mask, settings.refine,
-                                      settings.refine_steps, settings.refine_lr, layers=factor.layers)
+                                      settings.refine_steps, settings.refine_lr, layers=factor.layers,
+                                      synthesis_size=settings.edit_size)
             delta = result.delta_w
             record["losses"] = result.losses.reshape(-1).tolist()
         if factor.layers is not None:

@@ -28,6 +28,9 @@ class ShapeOptions:
     no_sym: bool = False
     no_id: bool = False
     perceptual: str | None = None         # None: the preset's
+    # Skip GAN2Shape's step 2: the start's (`init`'s) trained latent encoder projects the pseudo
+    # samples. For the avatar's edits, whose start is the neutral's networks (`--edit-encoder neutral`).
+    reuse_encoder: bool = False
 
 
 def builtin_world(spec: str) -> str | None:
@@ -117,6 +120,13 @@ def reconstruct_generated(image: torch.Tensor, w: torch.Tensor, generator: torch
         return result, dict(nets.state_dict()), {"mode": "instant", "reconstructor": source}
     discriminator, d_source = load_style_discriminator(spec)
     settings = shape_settings(options, pretrained, discriminator is not None)
+    if options.reuse_encoder:
+        if init is None:
+            raise Toon3dError("reusing a latent encoder needs earlier networks (init) that hold a trained one")
+        from dataclasses import replace
+
+        settings = replace(settings, stage0_steps=(settings.stage0_steps[0], 0, settings.stage0_steps[2]),
+                           later_steps=(settings.later_steps[0], 0, settings.later_steps[2]))
     if init is not None:
         nets_init = load_file(str(init))
         start = f"earlier networks {init}"
@@ -136,6 +146,7 @@ def reconstruct_generated(image: torch.Tensor, w: torch.Tensor, generator: torch
     out = {"depth": result.depth[0], "albedo": result.albedo[0], "light": result.light[0], "view": result.view[0],
            "texture": result.texture[0]}
     record = {"mode": "gan2shape", "preset": options.preset, "start": start,
+              "step2": "skipped: the start's latent encoder projects" if options.reuse_encoder else "trained",
               "discriminator_features": result.dis_features, "discriminator": d_source,
               "perceptual": settings.perceptual, "identity_loss": settings.identity,
               "symmetry": any(settings.flip1) or any(settings.flip3), "iterations": len(result.history),
@@ -149,7 +160,8 @@ def reconstruct_for_avatar(image: torch.Tensor, w: torch.Tensor, models, checkpo
                            progress: bool, label: str) -> tuple[dict, dict, dict]:
     """The avatar's 3D stage for one cartoon image: `reconstruct_generated` with the run's style and settings."""
     s = models.settings
-    options = ShapeOptions(preset=s.preset, instant=s.instant, reconstructor=s.reconstructor, seed=s.seed3d)
+    options = ShapeOptions(preset=s.preset, instant=s.instant, reconstructor=s.reconstructor, seed=s.seed3d,
+                           reuse_encoder=init is not None and s.edit_encoder == "neutral")
     result, state, record = reconstruct_generated(image, w, models.style.generator, s.style, options, models.device,
                                                   lambda: models.embedder, checkpoints, init, progress)
     record["label"] = label

@@ -58,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                                        "(default: factorise G_base now)")
     p.add_argument("--refine", choices=["code", "paper", "off"], default="code",
                    help="Stage 2 refinement: code (released code's ±, default), paper (Eq. 9), off (SeFa only)")
+    p.add_argument("--edit-size", default="full", metavar="N|full",
+                   help="compute the refinement's losses on G_base stopped at N px plus the full image's residual "
+                        "at w (toon3d.stylegan2.early_exit): 128 takes a 256 px generator's edit in about 60%% of "
+                        "the time, an approximation (docs/edit.md); default full (the paper)")
+    p.add_argument("--edit-encoder", choices=["train", "neutral"], default="train",
+                   help="each edit's 3D starts from the neutral's networks; train (default) runs GAN2Shape's step 2 "
+                        "again, neutral reuses the neutral's latent encoder and skips it (with a 256 px generator "
+                        "that step is most of an edit's 3D time)")
     p.add_argument("--truncation", type=float, default=0.7, help="psi for --seed faces (default 0.7)")
     p.add_argument("--preset", choices=list(PRESETS), default="cpu",
                    help="Stage 3 settings: cpu (minutes on 2 cores; default), paper (256 px schedule, GPU), "
@@ -79,6 +87,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def parse_edit_size(value: str) -> int | None:
+    """--edit-size: None (the full generator) for 'full', else a power of two ≥ 16 (one-line error otherwise)."""
+    from toon3d.errors import Toon3dError
+
+    text = str(value).strip().lower()
+    if text == "full":
+        return None
+    if not text.isdigit() or int(text) < 16 or int(text) & (int(text) - 1):
+        raise Toon3dError(f"--edit-size {value!r}: give a power of two ≥ 16 (e.g. 128) or 'full'")
+    return int(text)
+
+
 def settings_from_args(args: argparse.Namespace):
     """(AvatarSettings, list of AvatarSource) from the parsed flags; one-line errors for bad values."""
     from toon3d.errors import Toon3dError
@@ -98,7 +118,8 @@ def settings_from_args(args: argparse.Namespace):
                               preset=args.preset, instant=args.instant, reconstructor=args.reconstructor,
                               frames=args.frames, fps=args.fps, formats=formats,
                               expression_from=args.expression_from, drive=args.drive, neutral=args.neutral,
-                              drive_frames=args.drive_frames, head_mask=not args.no_head_mask)
+                              drive_frames=args.drive_frames, head_mask=not args.no_head_mask,
+                              edit_size=parse_edit_size(args.edit_size), edit_encoder=args.edit_encoder)
     if args.seed is not None:
         text = str(args.seed).strip()
         if not text.isdigit() or int(text) >= 2**32:

@@ -68,6 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="psi toward G_base's mean latent; default 0.7 with --seed, 1.0 with --latent")
     parser.add_argument("--steps", type=int, default=10, help="refinement steps (default 10)")
     parser.add_argument("--lr", type=float, default=0.1, help="refinement initial learning rate (default 0.1)")
+    parser.add_argument("--synthesis-size", default="full", metavar="N|full",
+                        help="compute the refinement's losses on G_base stopped at N px plus the full image's "
+                             "residual at w (toon3d.stylegan2.early_exit): 128 halves a 256 px edit's time; "
+                             "default full (the paper)")
     parser.add_argument("--identity", default="dlib", help="identity network (default dlib: dlib's face ResNet)")
     parser.add_argument("--identity-weights", default=None, metavar="PATH",
                         help="weights of the identity network (default: found in the models folder or package)")
@@ -137,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from toon3d.io.atomic import atomic_dir
 
     direction_spec, truncation = _check_settings(args)
+    _synthesis_size(args)  # a bad value fails before any model loads
     latent = _load_latent(args) if args.latent is not None else None
     device = resolve_device(args.device)
     out = Path(args.out)
@@ -352,6 +357,18 @@ def _mask(args: argparse.Namespace, device):
                        device=device)
 
 
+def _synthesis_size(args: argparse.Namespace) -> int | None:
+    """--synthesis-size: None for 'full', else a power of two ≥ 16 (one-line error otherwise)."""
+    from toon3d.errors import Toon3dError
+
+    text = str(args.synthesis_size).strip().lower()
+    if text == "full":
+        return None
+    if not text.isdigit() or int(text) < 16 or int(text) & (int(text) - 1):
+        raise Toon3dError(f"--synthesis-size {args.synthesis_size!r}: give a power of two ≥ 16 (e.g. 128) or 'full'")
+    return int(text)
+
+
 def _refine(args: argparse.Namespace, g, w, n, alpha: float, layers, embedder, mask_source):
     """Refined deltas {'refined_plus': [1,D], 'refined_minus': [1,D]} and the record for edits.json."""
     import time
@@ -367,16 +384,18 @@ def _refine(args: argparse.Namespace, g, w, n, alpha: float, layers, embedder, m
     start = time.perf_counter()
     if args.refine == "paper":
         result = refine_direction(g, w.expand(2, *w.shape[1:]), n, torch.tensor([alpha, -alpha]), embedder.embed,
-                                  low, mask, "paper", args.steps, args.lr, layers=layers)
+                                  low, mask, "paper", args.steps, args.lr, layers=layers,
+                                  synthesis_size=_synthesis_size(args))
         deltas = {"refined_plus": result.delta_w[0:1], "refined_minus": result.delta_w[1:2]}
         samples = ["plus", "minus"]
     else:
         result = refine_direction(g, w, n, alpha, embedder.embed, low, mask, "code", args.steps, args.lr,
-                                  layers=layers)
+                                  layers=layers, synthesis_size=_synthesis_size(args))
         deltas = {"refined_plus": result.delta_w, "refined_minus": -result.delta_w}
         samples = ["symmetric"]
     seconds = time.perf_counter() - start
     record = {"mode": result.mode, "lambda_low": result.lambda_low, "steps": args.steps, "lrs": result.lrs,
+              "synthesis_size": _synthesis_size(args),
               "seconds": round(seconds, 3), "identity": args.identity, "low_features": f"first {LOW_BLOCKS} blocks",
               "mask": mask_source.describe(), "runs": samples,
               "losses": result.losses.T.tolist(), "id_losses": result.id_losses.T.tolist(),

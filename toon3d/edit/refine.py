@@ -144,7 +144,7 @@ def refine_direction(generator: nn.Module, w: torch.Tensor, direction: torch.Ten
                      mode: str = "paper", steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
                      noise: str | Sequence[torch.Tensor] = "const", layers: list[int] | None = None,
                      lambda_low: float | None = None, rampdown: float = RAMPDOWN,
-                     rampup: float = RAMPUP) -> RefineResult:
+                     rampup: float = RAMPUP, synthesis_size: int | None = None) -> RefineResult:
     """Refine the edit w + α·n on G_base (`generator`) → RefineResult(delta_w [B,D], per-step losses).
 
     w [B,D] or [B,n_latent,D]: the codes fed to synthesis (already truncated); direction [D]
@@ -152,6 +152,9 @@ def refine_direction(generator: nn.Module, w: torch.Tensor, direction: torch.Ten
     paper mode); identity(images [B,3,S,S] in [-1,1]) → [B,dim]; low_features(masked images)
     → a tensor [B,C,...] or a list of them; mask(images) → [B|1,1,S,S] in [0,1] (None: no mask);
     noise "const" | "none" | a list of fixed maps; layers: the W+ layers Δw is added to (None: all).
+    synthesis_size (None: the full generator) computes the losses on the generator stopped after
+    that block plus the full image's residual at w (`toon3d.stylegan2.early_exit`): the reference
+    images are then the full images shrunk to that size, exactly; the edited ones an approximation.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -170,7 +173,16 @@ def refine_direction(generator: nn.Module, w: torch.Tensor, direction: torch.Ten
     optimizer = torch.optim.Adam([delta], lr=lr)
     schedule = lr_schedule(steps, lr, rampdown, rampup)
 
+    from toon3d.stylegan2.early_exit import LowResSynthesis, exit_size
+
+    stop = exit_size(generator, synthesis_size)
+    low_res = LowResSynthesis(generator, stop, noise) if stop is not None else None
+    residual: torch.Tensor | None = None
+
     def synth(ws: torch.Tensor) -> torch.Tensor:
+        if low_res is not None:
+            # one residual per sample; code mode stacks the + and − edits of the same samples
+            return low_res(ws, residual.repeat(ws.shape[0] // residual.shape[0], 1, 1, 1))
         if isinstance(noise, str):
             return generator.synthesis(ws, noise_mode=noise)
         return generator.synthesis(ws, noise=list(noise))
@@ -178,7 +190,10 @@ def refine_direction(generator: nn.Module, w: torch.Tensor, direction: torch.Ten
     totals, ids, lows = [], [], []
     with frozen(generator, identity, low_features, mask), torch.enable_grad():
         with torch.no_grad():
-            reference = synth(apply_direction(w, torch.zeros_like(direction), n_latent))
+            ws_ref = apply_direction(w, torch.zeros_like(direction), n_latent)
+            if low_res is not None:
+                residual = low_res.residual(ws_ref)
+            reference = synth(ws_ref)
             e0 = identity(reference)
             f0 = low_features(_masked(reference, mask))
         for step_lr in schedule:

@@ -73,10 +73,14 @@ class LatentProjector:
 
     The generator is not owned: its parameters are not trained here (the steps freeze it).
     `output_size` resizes the generator's images to the 3D image size (GAN2Shape's resize).
+    `synthesis_size` (None: every block) stops the generator after its block of that resolution
+    and adds the residual of the full image at the image's own latent
+    (`toon3d.stylegan2.early_exit`): exact for Δw = 0, an approximation for the offsets E gives.
     """
 
     def __init__(self, generator: nn.Module, tail_layers: int, truncation: float = 1.0,
-                 relative_enc: bool = False, output_size: int | None = None) -> None:
+                 relative_enc: bool = False, output_size: int | None = None,
+                 synthesis_size: int | None = None) -> None:
         self.generator = generator
         self.style = mapping_network(generator)
         self.tail_layers = tail_layers
@@ -84,6 +88,11 @@ class LatentProjector:
         self.truncation = float(truncation)
         self.relative_enc = relative_enc
         self.output_size = output_size
+        from toon3d.stylegan2.early_exit import LowResSynthesis, exit_size
+
+        stop = exit_size(generator, synthesis_size)
+        self.low = LowResSynthesis(generator, stop) if stop is not None else None
+        self._residual: tuple[torch.Tensor, torch.Tensor] | None = None
         self.style_dim = int(getattr(generator, "style_dim", self.style[1].weight.shape[1]))
         param = next(generator.parameters())
         with torch.no_grad():
@@ -120,9 +129,22 @@ class LatentProjector:
     def generate(self, latent: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         """I = G(w + ψ·Δw) clamped to [-1,1] and resized to output_size: latent [1,D], offset [B,D] → [B,3,S,S]."""
         w = latent if offset is None else latent + self.truncation * offset
+        if self.low is not None:
+            image = self.low(self._plus(w), self.residual_at(latent)).clamp(-1, 1)
+            return resize_images(image, self.output_size) if self.output_size else image
         image, _ = self.generator([w], input_is_latent=True, randomize_noise=False)
         image = image.clamp(-1, 1)
         return resize_images(image, self.output_size) if self.output_size else image
+
+
+    def _plus(self, w: torch.Tensor) -> torch.Tensor:
+        return w[:, None].expand(-1, self.generator.n_latent, -1)
+
+    def residual_at(self, latent: torch.Tensor) -> torch.Tensor:
+        """The early exit's residual [1,3,s,s] at `latent` [1,D] (computed once per latent, no gradient)."""
+        if self._residual is None or not torch.equal(self._residual[0], latent):
+            self._residual = (latent.detach().clone(), self.low.residual(self._plus(latent.detach()), clamp=True))
+        return self._residual[1]
 
 
 class FeatureDistance(nn.Module, abc.ABC):

@@ -257,7 +257,7 @@ def _prepare(image: torch.Tensor, latent: torch.Tensor, generator: nn.Module, se
     geometry = settings.geometry()
     renderer = Renderer(geometry.renderer_settings(), device=device)
     projector = LatentProjector(generator, settings.tail_layers(len(generator.style) - 1), settings.truncation,
-                                settings.relative_enc, settings.image_size)
+                                settings.relative_enc, settings.image_size, settings.synthesis_size())
     latent = projector.check_latent(latent.detach().to(device=device, dtype=torch.float32))
     weights = LossWeights(settings.lam_perc, settings.lam_smooth, settings.lam_regular, settings.lam_id)
     tools = StepTools(renderer, geometry, weights, perceptual if uses_perceptual else None,

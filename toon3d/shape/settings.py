@@ -11,7 +11,7 @@ mapping-tail split, ellipsoid prior and the 3D networks' widths. `preset(name)` 
   no identity loss and the seed's prior far depth 1.0.
 - `cpu`: what 2 CPU cores finish in under 3 minutes (about 90 s measured) per 64 px image of the built-ins:
   narrow networks (the shipped reconstructors' widths), one short cycle, batch 4, 4 collect
-  iterations, the dlib perceptual substitute, a 200-step prior fit at lr 1e-3 (or, better, the
+  iterations, the dlib perceptual substitute, a 600-step prior fit at lr 1e-3 (or, better, the
   pretrained reconstructor).
 - `tiny`: tests (32 px, steps 2/2/2, 1 stage, networks a few channels wide).
 
@@ -109,6 +109,13 @@ class ReconstructionSettings:
     nf_encoder: int = 32
     # Checkpoint every this many iterations inside a step (and always at a step's end).
     checkpoint_every: int = 50
+    # The generator resolution pseudo-sample projections run at (None: the generator's full size,
+    # GAN2Shape's, in every preset). A size below the generator's stops it after that block and adds
+    # the full image's residual at the image's latent (toon3d.stylegan2.early_exit): 3.7x less work
+    # for a 256 px generator at 64 px, but on the built-in base the corrected image still misses
+    # ~60% of how an offset changes the image (benchmarks/bench_early_exit.py), so it is opt-in
+    # (`--set projection_size=64`); never below image_size, whose detail the 3D stage uses.
+    projection_size: int | None = None
 
     # ---- derived -------------------------------------------------------------------------
     def steps_of(self, stage: int) -> tuple[int, int, int]:
@@ -118,6 +125,10 @@ class ReconstructionSettings:
     def total_iterations(self) -> int:
         """Training iterations of the whole schedule (without the prior fit and collection)."""
         return sum(self.stage0_steps) + (self.num_stages - 1) * sum(self.later_steps)
+
+    def synthesis_size(self) -> int | None:
+        """The resolution the projector stops the generator at (None: all blocks); at least image_size."""
+        return None if self.projection_size is None else max(self.projection_size, self.image_size)
 
     def tail_layers(self, n_mlp: int) -> int:
         """F1_d on a mapping of `n_mlp` linear layers: round(f1_d · n_mlp / f1_d_of), at least 1."""
@@ -165,6 +176,9 @@ class ReconstructionSettings:
                 raise Toon3dError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.f1_d > self.f1_d_of:
             raise Toon3dError(f"f1_d {self.f1_d} exceeds the mapping depth it is counted on ({self.f1_d_of})")
+        p = self.projection_size
+        if p is not None and (not isinstance(p, int) or p < 4 or p & (p - 1)):
+            raise Toon3dError(f"projection_size must be a power of two ≥ 4 or None (the full generator), got {p}")
         for name in ("nf", "nf_vl"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise Toon3dError(f"{name} must be at least 1 or None (the size rule), got {getattr(self, name)}")

@@ -347,12 +347,14 @@ class FeatureInjectionGenerator(nn.Module):
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
                   noise: Sequence[torch.Tensor | None] | None = None, generator: torch.Generator | None = None,
                   return_features: bool = False, inject_features: dict[int, torch.Tensor] | None = None,
-                  ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                  until: int | None = None) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """W+ codes ws [B,n_latent,style_dim] -> image [B,3,size,size] (about [-1,1]).
 
         ``features`` holds the block outputs that feed the next block: the base's up to
         ``resolution``, the style generator's above. ``inject_features`` may replace block
-        outputs at ``resolution`` (instead of the base's) and above.
+        outputs at ``resolution`` (instead of the base's) and above. ``until``: the partial skip
+        image after that block, as :meth:`Generator.synthesis` (below ``resolution`` the skip
+        images are the style generator's own, as in the full pass).
         """
         if ws.ndim != 3 or ws.shape[1] != self.n_latent or ws.shape[2] != self.style_dim:
             raise ValueError(f"ws must be [B,{self.n_latent},{self.style_dim}], got {tuple(ws.shape)}")
@@ -365,7 +367,8 @@ class FeatureInjectionGenerator(nn.Module):
         if self.resolution not in inject or return_features:
             base = self.low.block_features(ws, noises, self.resolution)
             inject.setdefault(self.resolution, base[self.resolution])
-        result = self.high.synthesis(ws, noise=noises, return_features=return_features, inject_features=inject)
+        result = self.high.synthesis(ws, noise=noises, return_features=return_features, inject_features=inject,
+                                     until=until)
         if not return_features:
             return result
         image, features = result

@@ -137,13 +137,18 @@ class Generator(nn.Module):
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
                   noise: Sequence[torch.Tensor | None] | None = None, generator: torch.Generator | None = None,
                   return_features: bool = False, inject_features: dict[int, torch.Tensor] | None = None,
-                  ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                  until: int | None = None) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """W+ codes ws [B,n_latent,style_dim] -> image [B,3,size,size] (about [-1,1], not clamped).
 
         ``features`` maps each resolution to its block output (4: conv1; r >= 8: the second
         StyledConv of block r, post-activation, pre-ToRGB). ``inject_features[r]`` replaces
-        that block output before its ToRGB and the following blocks.
+        that block output before its ToRGB and the following blocks. ``until`` (a resolution)
+        stops after that block and returns its skip image [B,3,until,until]: the partial RGB sum
+        of the skip architecture, which the higher blocks only add to (the full image is
+        ``until=size``); the blocks above it are not run.
         """
+        if until is not None and until not in self.resolutions:
+            raise ValueError(f"until must be one of {self.resolutions}, got {until}")
         if ws.ndim != 3 or ws.shape[1] != self.n_latent or ws.shape[2] != self.style_dim:
             raise ValueError(f"ws must be [B,{self.n_latent},{self.style_dim}], got {tuple(ws.shape)}")
         batch = ws.shape[0]
@@ -160,7 +165,7 @@ class Generator(nn.Module):
                       for n, b in zip(noises, self.noise_buffers())]
         features: dict[int, torch.Tensor] = {}
         image = self._synthesize(ws, noises, generator, features if return_features else None, inject,
-                                 PER_SAMPLE_FROM_RES if split else None)
+                                 PER_SAMPLE_FROM_RES if split else None, stop=until)
         return (image, features) if return_features else image
 
     def _per_sample_inference(self, ws: torch.Tensor) -> bool:
@@ -170,9 +175,10 @@ class Generator(nn.Module):
     def _synthesize(self, ws: torch.Tensor, noises: list[torch.Tensor | None], generator: torch.Generator | None,
                     features: dict[int, torch.Tensor] | None, inject: dict[int, torch.Tensor],
                     split_from: int | None = None, start: int = 0, out: torch.Tensor | None = None,
-                    skip: torch.Tensor | None = None) -> torch.Tensor:
+                    skip: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
         """Blocks ``start..`` (0 = the 4x4 block) -> RGB skip image; from resolution ``split_from`` on,
-        one sample at a time. ``features`` (when given) receives the block outputs."""
+        one sample at a time; none above resolution ``stop``. ``features`` (when given) receives the
+        block outputs."""
         batch = ws.shape[0]
 
         def tap(res: int, x: torch.Tensor) -> torch.Tensor:
@@ -187,8 +193,10 @@ class Generator(nn.Module):
             skip = self.to_rgb1(out, ws[:, 1])
         for k in range(max(start, 1), self.log_size - 1):
             res = 2 ** (k + 2)
+            if stop is not None and res > stop:
+                break
             if split_from is not None and res >= split_from and batch > 1:
-                return self._per_sample_tail(ws, noises, generator, features, inject, k, out, skip)
+                return self._per_sample_tail(ws, noises, generator, features, inject, k, out, skip, stop)
             i = 2 * (k - 1)
             out = self.convs[i](out, ws[:, i + 1], noises[i + 1], generator)
             out = tap(res, self.convs[i + 1](out, ws[:, i + 2], noises[i + 2], generator))
@@ -198,7 +206,7 @@ class Generator(nn.Module):
     def _per_sample_tail(self, ws: torch.Tensor, noises: list[torch.Tensor | None],
                          generator: torch.Generator | None, features: dict[int, torch.Tensor] | None,
                          inject: dict[int, torch.Tensor], start: int, out: torch.Tensor,
-                         skip: torch.Tensor) -> torch.Tensor:
+                         skip: torch.Tensor, stop: int | None = None) -> torch.Tensor:
         """Blocks ``start..`` run for each sample alone; images and features concatenated back."""
         batch = ws.shape[0]
 
@@ -210,7 +218,7 @@ class Generator(nn.Module):
             feats_i: dict[int, torch.Tensor] | None = {} if features is not None else None
             images.append(self._synthesize(ws[i : i + 1], [row(n, i) for n in noises], generator, feats_i,
                                            {r: row(t, i) for r, t in inject.items()}, None, start,
-                                           row(out, i), row(skip, i)))
+                                           row(out, i), row(skip, i), stop))
             per_sample.append(feats_i)
         if features is not None:
             for r in per_sample[0]:
