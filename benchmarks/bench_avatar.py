@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--edit-encoder", default="train", choices=["train", "neutral"],
+                        help="the edits' 3D: train step 2 again (default) or reuse the neutral's encoder")
+    parser.add_argument("--edit-size", default="full", help="refinement synthesis size: full (default) or N")
     parser.add_argument("--random-256", action="store_true",
                         help="random 256 px channel-multiplier-2 generators (550000.pt's format) as base and style")
     args = parser.parse_args()
@@ -47,7 +50,8 @@ def main() -> None:
         # a random generator has no named directions: SeFa's two strongest stand in
         expressions = (("0", 3.0), ("1", 3.0)) if args.random_256 else DEFAULT_EXPRESSIONS
         settings = AvatarSettings(ckpt=ckpt, style=style, preset=args.preset, instant=args.instant,
-                                  frames=args.frames, expressions=expressions)
+                                  frames=args.frames, expressions=expressions, edit_encoder=args.edit_encoder,
+                                  edit_size=None if args.edit_size == "full" else int(args.edit_size))
         for seed in parse_seeds(args.seeds):
             start = time.perf_counter()
             record = make_avatar(AvatarSource(seed=seed), settings, Path(tmp) / f"s{seed}",
@@ -56,7 +60,8 @@ def main() -> None:
     stages = list(rows[0][2])
     what = "random 256 px cm-2 generators" if args.random_256 else f"style {args.style}"
     print(f"toon3d avatar, preset {args.preset}{' --instant' if args.instant else ''}, {what}, "
-          f"{args.threads} thread(s), {args.device}, {len(expressions)} expressions, {args.frames} frames")
+          f"{args.threads} thread(s), {args.device}, {len(expressions)} expressions, {args.frames} frames, "
+          f"--edit-encoder {args.edit_encoder}, --edit-size {args.edit_size}")
     print("| seed | total s | " + " | ".join(stages) + " |")
     print("|---|---|" + "---|" * len(stages))
     for seed, total, t in rows:
