@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--edit-encoder", default="train", choices=["train", "neutral"],
-                        help="the edits' 3D: train step 2 again (default) or reuse the neutral's encoder")
+    parser.add_argument("--edit-encoder", default=None, choices=["train", "neutral"],
+                        help="the edits' 3D: train step 2 again or reuse the neutral's encoder (default: the preset's)")
     parser.add_argument("--edit-size", default="full", help="refinement synthesis size: full (default) or N")
     parser.add_argument("--random-256", action="store_true",
                         help="random 256 px channel-multiplier-2 generators (550000.pt's format) as base and style")
@@ -61,7 +61,7 @@ def main() -> None:
     what = "random 256 px cm-2 generators" if args.random_256 else f"style {args.style}"
     print(f"toon3d avatar, preset {args.preset}{' --instant' if args.instant else ''}, {what}, "
           f"{args.threads} thread(s), {args.device}, {len(expressions)} expressions, {args.frames} frames, "
-          f"--edit-encoder {args.edit_encoder}, --edit-size {args.edit_size}")
+          f"--edit-encoder {settings.edit_encoder}, --edit-size {args.edit_size}")
     print("| seed | total s | " + " | ".join(stages) + " |")
     print("|---|---|" + "---|" * len(stages))
     for seed, total, t in rows:

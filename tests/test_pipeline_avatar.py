@@ -120,6 +120,7 @@ def test_edit_encoder_neutral_skips_the_edits_step2(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "a" / "avatar.json").read_text())
     assert saved["settings"]["edit_encoder"] == "neutral" and record["expressions"] == ["direction0"]
     assert (tmp_path / "a" / "3d" / "direction0" / "depth.npy").is_file()
+    assert AvatarSettings().edit_encoder == "neutral" and AvatarSettings(preset="paper").edit_encoder == "train"
     with pytest.raises(Toon3dError, match="--edit-encoder"):
         make_avatar(AvatarSource(seed=0), dataclasses.replace(SETTINGS, edit_encoder="fresh"), tmp_path / "b",
                     progress=False, log=lambda _: None)

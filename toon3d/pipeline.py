@@ -37,6 +37,16 @@ RUN_RECORD = "run.json"
 STAGE_RECORD = "stage.json"
 
 
+# How an edit's 3D treats GAN2Shape's step 2 (its pseudo samples' projection through the GAN):
+# "train" runs it again, from the neutral's encoder; "neutral" keeps the neutral's trained encoder
+# and skips it, which saves every generator backward pass of the edits' reconstructions. The CPU
+# presets reuse it: started from a shipped reconstructor's pretrained encoder, an edit's shape is
+# then as round as with step 2 (docs/avatar_files.md), in 2/3 of the time at 64 px and about 1/6 at
+# 256 px. The paper's presets reconstruct every edit with the whole schedule.
+EDIT_ENCODERS = ("train", "neutral")
+EDIT_ENCODER_DEFAULT = {"cpu": "neutral", "tiny": "neutral", "paper": "train", "released": "train"}
+
+
 @dataclass(frozen=True)
 class AvatarSettings:
     """Everything that decides an avatar's outputs (the same settings and inputs give the same files)."""
@@ -64,7 +74,13 @@ class AvatarSettings:
     drive_frames: int = 300               # at most this many video frames (read at ≤ 30 fps)
     head_mask: bool = True                # cut meshes and turntables to the cartoon's head (shape/head_mask.py)
     edit_size: int | None = None          # refinement losses on G_base stopped at this size (None: full; early_exit)
-    edit_encoder: str = "train"           # edits' 3D: train step 2 (from the neutral's E) | neutral (reuse it, skip step 2)
+    # edits' 3D: "train" step 2 again (from the neutral's E) | "neutral" (reuse its E, skip step 2);
+    # None: the preset's (EDIT_ENCODER_DEFAULT)
+    edit_encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.edit_encoder is None:
+            object.__setattr__(self, "edit_encoder", EDIT_ENCODER_DEFAULT.get(self.preset, "train"))
 
     def record(self) -> dict:
         """JSON-able settings (compared on --resume)."""
@@ -88,10 +104,6 @@ class AvatarSource:
         return asdict(self)
 
 
-# How an edit's 3D treats GAN2Shape's step 2 (its pseudo samples' projection through the GAN):
-# "train" runs it, from the neutral's encoder; "neutral" keeps the neutral's trained encoder and
-# skips it, which saves every generator backward pass of the edits' reconstructions.
-EDIT_ENCODERS = ("train", "neutral")
 
 
 def parse_expression(spec: str) -> tuple[str, float]:

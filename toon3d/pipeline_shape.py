@@ -74,6 +74,12 @@ def load_style_discriminator(spec: str):
     return None, None
 
 
+def pretrained_encoder_fits(pretrained, generator: torch.nn.Module) -> bool:
+    """Whether a loaded reconstructor (`load_pretrained`'s tuple) holds a trained latent encoder for `generator`'s W."""
+    return bool(pretrained[2].get("encoder_loaded")) and \
+        pretrained[0].config.latent_dim == int(getattr(generator, "style_dim", -1))
+
+
 def shape_settings(options: ShapeOptions, pretrained, has_discriminator: bool):
     """The preset with the pretrained reconstructor's widths and size, the L_dis source and the ablations."""
     from toon3d.shape.settings import preset, without
@@ -84,6 +90,8 @@ def shape_settings(options: ShapeOptions, pretrained, has_discriminator: bool):
     if pretrained is not None:
         cfg = pretrained[0].config
         overrides.update(nf=cfg.nf, nf_vl=cfg.nf_vl, zdim=cfg.zdim, image_size=cfg.size)
+        if pretrained[2].get("encoder_loaded"):
+            overrides["nf_encoder"] = cfg.nf_encoder
     settings = preset(options.preset, **overrides)
     return without(settings, sym=options.no_sym, identity=options.no_id).check()
 
@@ -131,8 +139,11 @@ def reconstruct_generated(image: torch.Tensor, w: torch.Tensor, generator: torch
         nets_init = load_file(str(init))
         start = f"earlier networks {init}"
     elif pretrained is not None:
-        nets_init = {k: v for k, v in pretrained[0].state_dict().items() if not k.startswith("encoder.")}
-        start = f"pretrained reconstructor {pretrained[3]}"
+        # its latent encoder too when it has a trained one for this generator's W width
+        keep_encoder = pretrained_encoder_fits(pretrained, generator)
+        nets_init = {k: v for k, v in pretrained[0].state_dict().items()
+                     if keep_encoder or not k.startswith("encoder.")}
+        start = f"pretrained reconstructor {pretrained[3]}" + (" (with its latent encoder)" if keep_encoder else "")
     else:
         nets_init = None
         start = "ellipsoid prior (no pretrained reconstructor for this generator)"

@@ -62,10 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="compute the refinement's losses on G_base stopped at N px plus the full image's residual "
                         "at w (toon3d.stylegan2.early_exit): 128 takes a 256 px generator's edit in about 60%% of "
                         "the time, an approximation (docs/edit.md); default full (the paper)")
-    p.add_argument("--edit-encoder", choices=["train", "neutral"], default="train",
-                   help="each edit's 3D starts from the neutral's networks; train (default) runs GAN2Shape's step 2 "
-                        "again, neutral reuses the neutral's latent encoder and skips it (with a 256 px generator "
-                        "that step is most of an edit's 3D time)")
+    p.add_argument("--edit-encoder", choices=["train", "neutral"], default=None,
+                   help="each edit's 3D starts from the neutral's networks; neutral (the cpu and tiny presets' "
+                        "default) reuses the neutral's latent encoder and skips GAN2Shape's step 2, train (the "
+                        "paper presets' default) runs it again: with a 256 px generator that step is most of an "
+                        "edit's 3D time")
     p.add_argument("--truncation", type=float, default=0.7, help="psi for --seed faces (default 0.7)")
     p.add_argument("--preset", choices=list(PRESETS), default="cpu",
                    help="Stage 3 settings: cpu (minutes on 2 cores; default), paper (256 px schedule, GPU), "

@@ -433,8 +433,9 @@ def run_shape(args: argparse.Namespace) -> int:
         overrides: dict = {}
         start = "prior"
         if world in specs:
-            nets, geometry, _ = resolve_shape_model(specs[world], {"latent_dim": loaded.generator.style_dim,
-                                                                   "nf_encoder": settings.nf_encoder}, device)
+            nets, geometry, shape_meta = resolve_shape_model(specs[world], {"latent_dim": loaded.generator.style_dim,
+                                                                            "nf_encoder": settings.nf_encoder},
+                                                             device)
             instant = (nets, geometry)
             fits = _fits_settings(nets, geometry, settings, loaded.generator.style_dim)
             if args.start == "pretrained" and gan_rows and fits:
@@ -442,8 +443,11 @@ def run_shape(args: argparse.Namespace) -> int:
                                   f"preset's 3D networks ({fits}); pass --start prior or another --preset")
             if args.start != "prior" and gan_rows and not fits:
                 nets_init = shape_state(nets)
+                if shape_meta.get("encoder_loaded"):  # its pretrained latent encoder (train-shape-encoder)
+                    nets_init.update({"encoder." + k: v for k, v in nets.encoder.state_dict().items()})
+                    start = "pretrained (with its latent encoder)"
                 overrides = {"view_mean": geometry.view_mean, "light_mean": geometry.light_mean}
-                start = "pretrained"
+                start = start if start != "prior" else "pretrained"
         gan = None
         dis_name = ""
         if gan_rows:

@@ -3,9 +3,11 @@
 A shape model file is one toon3d safetensors model (`toon3d.io.checkpoint.save_model`) holding
 the depth, albedo, view and light networks under `ShapeNets`' parameter names (`depth.*`,
 `albedo.*`, `view.*`, `light.*`); its config records the network sizes (`nets`) and the
-geometry (`geometry`, a `GeometrySettings`). The latent encoder E is not part of it: joint
-pretraining never trains E, so a per-image reconstruction starts E fresh (GAN2Shape's
-pretrained checkpoints carry no trained E either when used with `reset_weight`).
+geometry (`geometry`, a `GeometrySettings`). It may also hold a latent encoder E (`encoder.*`,
+sizes in the config's `encoder`, the generator it projects into in its meta) from
+`toon3d train-shape-encoder`: GAN2Shape's pretrained checkpoints carry every network of its
+joint pretraining, E included. A file without E gives a fresh one (and
+`load_shape_model(...)[2]["encoder_loaded"]` is False).
 
 Built-in reconstructors live at `toon3d/weights/shape_<world>.safetensors` with a card
 `shape_<world>.md` (`tools/ship_shape.py`).
@@ -46,19 +48,25 @@ def shape_state(nets: ShapeNets, dtype: torch.dtype | None = None) -> dict[str, 
 
 
 def save_shape_model(path: str | os.PathLike, nets: ShapeNets, geometry: GeometrySettings, meta: dict | None = None,
-                     dtype: torch.dtype | None = None) -> Path:
-    """Write D, A, V, L with their sizes and geometry as one safetensors file (atomic)."""
+                     dtype: torch.dtype | None = None, with_encoder: bool = False) -> Path:
+    """Write D, A, V, L (and with `with_encoder` the latent encoder E) with their sizes and geometry (atomic)."""
     from toon3d.io.checkpoint import save_model
 
     config = {"format": SHAPE_FORMAT, "nets": nets.config.as_dict(), "geometry": geometry.as_dict()}
-    return save_model(path, shape_state(nets, dtype), config, meta or {})
+    state = shape_state(nets, dtype)
+    if with_encoder:
+        config["encoder"] = {"nf_encoder": nets.config.nf_encoder, "latent_dim": nets.config.latent_dim}
+        for key, value in nets.encoder.state_dict().items():
+            state["encoder." + key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
+    return save_model(path, state, config, meta or {})
 
 
 def load_shape_model(path: str | os.PathLike, encoder: dict | None = None,
                      device: torch.device | str = "cpu") -> tuple[ShapeNets, GeometrySettings, dict]:
-    """(ShapeNets with D, A, V, L loaded in float32 and a fresh latent encoder, its GeometrySettings, meta).
+    """(ShapeNets with D, A, V, L in float32, its GeometrySettings, meta + {'encoder_loaded': bool}).
 
-    `encoder` overrides the latent encoder's sizes ({'nf_encoder', 'latent_dim'}: the GAN's w width).
+    The latent encoder is the file's when it holds one, else fresh. `encoder` overrides its sizes
+    ({'nf_encoder', 'latent_dim'}: the GAN's w width); sizes other than the file's give a fresh E.
     """
     from toon3d.io.checkpoint import load_model_file
 
@@ -66,8 +74,9 @@ def load_shape_model(path: str | os.PathLike, encoder: dict | None = None,
     if model.config.get("format") != SHAPE_FORMAT:
         raise Toon3dError(f"{path} is a toon3d model but not a 3D reconstructor (format "
                           f"{model.config.get('format')!r}); pass a shape_*.safetensors file")
+    stored_encoder = model.config.get("encoder")
     try:
-        net_cfg = dict(model.config["nets"], **(encoder or {}))
+        net_cfg = {**model.config["nets"], **(stored_encoder or {}), **(encoder or {})}
         nets = ShapeNets(ShapeNetConfig(**net_cfg))
         geom = model.config["geometry"]
         for key in ("view_mean", "light_mean"):
@@ -77,8 +86,10 @@ def load_shape_model(path: str | os.PathLike, encoder: dict | None = None,
     except (KeyError, TypeError) as err:
         raise Toon3dError(f"{path} has a damaged 3D model config ({err}); ship the model again") from None
     wanted = shape_state(nets)
+    encoder_keys = {"encoder." + k for k in nets.encoder.state_dict()} if stored_encoder else set()
+    load_encoder = bool(stored_encoder) and all(nets.config.as_dict()[k] == v for k, v in stored_encoder.items())
     missing = sorted(set(wanted) - set(model.state_dict))
-    extra = sorted(set(model.state_dict) - set(wanted))
+    extra = sorted(set(model.state_dict) - set(wanted) - encoder_keys)
     if missing or extra:
         raise Toon3dError(f"{path} does not match its own config (missing {missing[:2]}, unexpected {extra[:2]}); "
                           "ship the model again")
@@ -86,13 +97,16 @@ def load_shape_model(path: str | os.PathLike, encoder: dict | None = None,
         if model.state_dict[key].shape != value.shape:
             raise Toon3dError(f"{path}: {key} is {tuple(model.state_dict[key].shape)}, the config needs "
                               f"{tuple(value.shape)}; ship the model again")
-    # D, A, V, L each load strictly; the latent encoder is not part of a shape model file (the GAN
-    # cycles train it per image), so it keeps its fresh weights.
-    for part in SHAPE_PARTS:
+    # D, A, V, L each load strictly; the latent encoder too when the file holds one of these sizes.
+    for part in SHAPE_PARTS + (("encoder",) if load_encoder else ()):
         prefix = part + "."
-        getattr(nets, part).load_state_dict({k[len(prefix):]: v.float() for k, v in model.state_dict.items()
-                                             if k.startswith(prefix)})
-    return nets.to(device).eval(), geometry, model.meta
+        try:
+            getattr(nets, part).load_state_dict({k[len(prefix):]: v.float() for k, v in model.state_dict.items()
+                                                 if k.startswith(prefix)})
+        except RuntimeError as err:
+            raise Toon3dError(f"{path}: its {part} network does not match its config ({str(err).splitlines()[0]}); "
+                              "ship the model again") from None
+    return nets.to(device).eval(), geometry, {**model.meta, "encoder_loaded": load_encoder}
 
 
 def resolve_shape_model(spec: str, encoder: dict | None = None,

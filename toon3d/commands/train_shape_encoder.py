@@ -1,0 +1,110 @@
+"""`toon3d train-shape-encoder`: pretrain GAN2Shape's latent encoder E of a reconstructor for one generator."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `toon3d train-shape-encoder`."""
+    parser = subparsers.add_parser(
+        "train-shape-encoder", help="pretrain the latent encoder E of a 3D reconstructor on a generator's images",
+        description="GAN2Shape's step 2 over a stream of generator images: each iteration draws a latent, "
+                    "decomposes its image with the frozen depth/albedo/view/light networks of --reconstructor, "
+                    "renders pseudo samples at random views and lights and trains E so that the generator at "
+                    "w + E-offset reproduces them (L1 + L_dis + the offset penalty, Eq. 16). Writes "
+                    "OUT/model.safetensors: the reconstructor with E, which `toon3d reconstruct`, `avatar` and "
+                    "`eval shape` then start every image from. State is checkpointed (--resume after a kill).")
+    parser.add_argument("--ckpt", required=True, help="the generator E projects into: base, cartoon, toon or a file")
+    parser.add_argument("--reconstructor", required=True,
+                        help="a shape model (base, cartoon, toon or a shape_*.safetensors / model.safetensors)")
+    parser.add_argument("--out", required=True, help="run folder (created; with --resume, continued)")
+    parser.add_argument("--iters", type=int, default=1000, help="iterations (one generator image each; default 1000)")
+    parser.add_argument("--batch", type=int, default=4, help="pseudo samples per image (default 4)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the cpu preset's)")
+    parser.add_argument("--truncation", type=float, default=0.7, help="psi of the drawn latents (default 0.7)")
+    parser.add_argument("--no-blend", action="store_true", help="a built-in style raw, not blended with base")
+    parser.add_argument("--nf-encoder", type=int, default=16, help="E width (default 16, the cpu preset's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of E's initial weights and of every draw")
+    parser.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N iterations (default 100)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume) E and write OUT/model.safetensors and OUT/config.json."""
+    import json
+    import shlex
+    import sys
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from toon3d.devices import resolve_device
+    from toon3d.errors import Toon3dError
+    from toon3d.models import resolve_generator
+    from toon3d.pipeline_shape import ShapeOptions, load_style_discriminator, shape_settings
+    from toon3d.shape.instant import resolve_shape_model, save_shape_model
+    from toon3d.shape.losses import load_perceptual
+    from toon3d.shape.pretrain_encoder import STATE_FILE, EncoderPretrainConfig, pretrain_encoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = EncoderPretrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, truncation=args.truncation,
+                                   seed=args.seed, checkpoint_every=args.ckpt_every).check()
+    if args.nf_encoder < 1:
+        raise Toon3dError(f"--nf-encoder must be at least 1, got {args.nf_encoder}")
+    out = Path(args.out)
+    if args.resume:
+        if not (out / STATE_FILE).is_file():
+            raise Toon3dError(f"nothing to resume in {out} (no {STATE_FILE}); drop --resume to start a new run")
+    elif out.exists() and any(out.iterdir()):
+        raise Toon3dError(f"{out} is not empty; pass --resume to continue that run or choose a new --out")
+    device = resolve_device(args.device)
+    loaded = resolve_generator(args.ckpt, blend=not args.no_blend)
+    generator = loaded.generator
+    torch.manual_seed(args.seed)  # E's fresh weights
+    nets, geometry, meta = resolve_shape_model(args.reconstructor, {"nf_encoder": args.nf_encoder,
+                                                                    "latent_dim": generator.style_dim})
+    if geometry.size > generator.size:
+        raise Toon3dError(f"the reconstructor works at {geometry.size} px but the generator draws {generator.size} "
+                          "px; pass a reconstructor of the generator's size or smaller")
+    discriminator, d_source = load_style_discriminator(args.ckpt) if not args.no_blend else (None, None)
+    options = ShapeOptions(preset="cpu")
+    settings = shape_settings(options, (nets, geometry, meta, args.reconstructor), discriminator is not None)
+    from dataclasses import replace
+
+    # step 2 uses neither L_id nor the reconstruction's perceptual term; L_dis needs a perceptual net
+    # only as the substitute for a missing discriminator
+    settings = replace(settings, identity=False, perceptual="none" if discriminator is not None else "dlib",
+                       nf_encoder=args.nf_encoder, pixel_offset=geometry.pixel_offset).check()
+    perceptual = None if discriminator is not None else load_perceptual("dlib")
+    out.mkdir(parents=True, exist_ok=True)
+    command = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    record_path = out / "config.json"
+    commands = json.loads(record_path.read_text()).get("commands", []) if args.resume and record_path.is_file() else []
+    nets = nets.to(device)
+    started = time.perf_counter()
+    history = pretrain_encoder(nets, generator, loaded.mean_latent, settings, config, discriminator=discriminator,
+                               perceptual=perceptual, checkpoint_dir=out, progress=not args.no_progress)
+    seconds = time.perf_counter() - started
+    first = [h["total"] for h in history[: min(50, len(history))]]
+    last = [h["total"] for h in history[-min(50, len(history)):]]
+    figures = {"step2_loss_first_50": sum(first) / len(first), "step2_loss_last_50": sum(last) / len(last),
+               "seconds_this_call": round(seconds, 1)}
+    record = {"command": command, "commands": [*commands, command], "config": config.__dict__,
+              "generator": args.ckpt, "blend": not args.no_blend, "reconstructor": args.reconstructor,
+              "dis_features": "discriminator " + d_source if discriminator is not None else "dlib perceptual substitute",
+              "figures": figures}
+    record_path.write_text(json.dumps(record, indent=2))
+    meta_out = {**{k: v for k, v in meta.items() if k != "encoder_loaded"},
+                "encoder": {"generator": args.ckpt, "blend": not args.no_blend, "iters": config.iters,
+                            "command": command}}
+    path = save_shape_model(out / "model.safetensors", nets.cpu(), geometry, meta_out, with_encoder=True)
+    print(f"trained E to iteration {config.iters}; step-2 loss {figures['step2_loss_first_50']:.4f} (first 50) → "
+          f"{figures['step2_loss_last_50']:.4f} (last 50); wrote {path}")
+    return 0
