@@ -136,7 +136,6 @@ class LatentProjector:
         image = image.clamp(-1, 1)
         return resize_images(image, self.output_size) if self.output_size else image
 
-
     def _plus(self, w: torch.Tensor) -> torch.Tensor:
         return w[:, None].expand(-1, self.generator.n_latent, -1)
 
