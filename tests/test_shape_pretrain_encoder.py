@@ -111,3 +111,25 @@ def test_cli_refuses_a_resume_without_state_and_a_used_folder(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "new").exists() and not (tmp_path / "n2").exists()
+
+
+def test_cli_starts_a_fresh_encoder_unless_asked_to_continue(tmp_path, capsys):
+    import json
+
+    from toon3d.cli import main
+
+    from toon3d.shape.instant import builtin_shape_path
+
+    shipped, _, meta = load_shape_model(builtin_shape_path("toon"))
+    assert meta["encoder_loaded"]  # the shipped toon reconstructor holds its pretrained E
+    for flag, start in [([], "fresh (seed 0)"), (["--continue-encoder"], "the reconstructor's E")]:
+        out = tmp_path / ("b" if flag else "a")
+        assert main(["train-shape-encoder", "--ckpt", "toon", "--reconstructor", "toon", "--out", str(out),
+                     "--iters", "1", "--threads", "1", "--no-progress", *flag]) == 0
+        assert json.loads((out / "config.json").read_text())["encoder_start"] == start
+        trained, _, meta2 = load_shape_model(out / "model.safetensors")
+        assert meta2["encoder_loaded"]
+        moved = max((trained.encoder.state_dict()[k] - v).abs().max().item()
+                    for k, v in shipped.encoder.state_dict().items())
+        assert (moved < 0.05) == bool(flag), moved  # one step from the shipped E stays near it; a fresh E does not
+    capsys.readouterr()

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-blend", action="store_true", help="a built-in style raw, not blended with base")
     parser.add_argument("--nf-encoder", type=int, default=16, help="E width (default 16, the cpu preset's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of E's initial weights and of every draw")
+    parser.add_argument("--continue-encoder", action="store_true",
+                        help="start from the reconstructor's own E (when it holds one of this size), not fresh weights")
     parser.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N iterations (default 100)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -67,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = resolve_generator(args.ckpt, blend=not args.no_blend)
     generator = loaded.generator
-    torch.manual_seed(args.seed)  # E's fresh weights
     nets, geometry, meta = resolve_shape_model(args.reconstructor, {"nf_encoder": args.nf_encoder,
                                                                     "latent_dim": generator.style_dim})
+    if not (args.continue_encoder and meta.get("encoder_loaded")):
+        from toon3d.shape.networks import ShapeNets
+
+        # E's fresh weights, drawn as a fresh ShapeNets draws them (the shipped files hold a trained E)
+        torch.manual_seed(args.seed)
+        nets.encoder = ShapeNets(nets.config).encoder
     if geometry.size > generator.size:
         raise Toon3dError(f"the reconstructor works at {geometry.size} px but the generator draws {generator.size} "
                           "px; pass a reconstructor of the generator's size or smaller")
@@ -97,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     figures = {"step2_loss_first_50": sum(first) / len(first), "step2_loss_last_50": sum(last) / len(last),
                "seconds_this_call": round(seconds, 1)}
     record = {"command": command, "commands": [*commands, command], "config": config.__dict__,
+              "encoder_start": "the reconstructor's E" if args.continue_encoder and meta.get("encoder_loaded")
+              else f"fresh (seed {args.seed})",
               "generator": args.ckpt, "blend": not args.no_blend, "reconstructor": args.reconstructor,
               "dis_features": "discriminator " + d_source if discriminator is not None else "dlib perceptual substitute",
               "figures": figures}
