@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from toon3d.devices import resolve_device
+    from toon3d.train.run_folder import check_run_folder
     from toon3d.errors import Toon3dError
     from toon3d.invert.encoder import EncoderRun, EncoderTrainConfig, export_encoder
     from toon3d.models import resolve_generator
@@ -58,11 +59,7 @@ def run(args: argparse.Namespace) -> int:
                              ckpt_every=args.ckpt_every, eval_every=args.eval_every, encoder=encoder_args)
     cfg.check()
     out = Path(args.out)
-    if args.resume:
-        if not (out / "state.pt").is_file():
-            raise Toon3dError(f"nothing to resume in {out} (no state.pt); drop --resume to start a new run")
-    elif out.exists() and any(out.iterdir()):
-        raise Toon3dError(f"{out} is not empty; pass --resume to continue that run or choose a new --out")
+    check_run_folder(out, args.resume)
     loaded = resolve_generator(args.ckpt)
     run_ = EncoderRun(out, loaded, cfg, resolve_device(args.device))
     if args.resume:

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from toon3d.devices import resolve_device
-    from toon3d.errors import Toon3dError
+    from toon3d.train.run_folder import check_run_folder
     from toon3d.shape.losses import load_perceptual
     from toon3d.shape.pretrain import PretrainConfig, PretrainRun
     from toon3d.train.run_log import RunLog
@@ -107,11 +107,7 @@ def run(args: argparse.Namespace) -> int:
                          eval_count=args.eval_count, prior_steps=args.prior_steps, prior_lr=args.prior_lr,
                          prior_schedule=args.prior_schedule, prior_centre=args.prior_centre)
     cfg.check()
-    if args.resume:
-        if not (out / "state.pt").is_file():
-            raise Toon3dError(f"nothing to resume in {out} (no state.pt); drop --resume to start a new run")
-    elif out.exists() and any(out.iterdir()):
-        raise Toon3dError(f"{out} is not empty; pass --resume to continue that run or choose a new --out")
+    check_run_folder(out, args.resume)
     perceptual = load_perceptual(cfg.perceptual, args.vgg16) if cfg.lam_perc else None
     run_ = PretrainRun(out, cfg, perceptual, resolve_device(args.device))
     if args.resume:

@@ -39,14 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) E and write OUT/model.safetensors and OUT/config.json."""
     import json
-    import shlex
-    import sys
     import time
     from pathlib import Path
 
     import torch
 
     from toon3d.devices import resolve_device
+    from toon3d.train.run_folder import check_run_folder, command_history
     from toon3d.errors import Toon3dError
     from toon3d.models import resolve_generator
     from toon3d.pipeline_shape import ShapeOptions, load_style_discriminator, shape_settings
@@ -61,11 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nf_encoder < 1:
         raise Toon3dError(f"--nf-encoder must be at least 1, got {args.nf_encoder}")
     out = Path(args.out)
-    if args.resume:
-        if not (out / STATE_FILE).is_file():
-            raise Toon3dError(f"nothing to resume in {out} (no {STATE_FILE}); drop --resume to start a new run")
-    elif out.exists() and any(out.iterdir()):
-        raise Toon3dError(f"{out} is not empty; pass --resume to continue that run or choose a new --out")
+    check_run_folder(out, args.resume, STATE_FILE)
     device = resolve_device(args.device)
     loaded = resolve_generator(args.ckpt, blend=not args.no_blend)
     generator = loaded.generator
@@ -91,9 +86,8 @@ def run(args: argparse.Namespace) -> int:
                        nf_encoder=args.nf_encoder, pixel_offset=geometry.pixel_offset).check()
     perceptual = None if discriminator is not None else load_perceptual("dlib")
     out.mkdir(parents=True, exist_ok=True)
-    command = "toon3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command, commands = command_history(out, args.resume)
     record_path = out / "config.json"
-    commands = json.loads(record_path.read_text()).get("commands", []) if args.resume and record_path.is_file() else []
     nets = nets.to(device)
     started = time.perf_counter()
     history = pretrain_encoder(nets, generator, loaded.mean_latent, settings, config, discriminator=discriminator,
@@ -103,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     last = [h["total"] for h in history[-min(50, len(history)):]]
     figures = {"step2_loss_first_50": sum(first) / len(first), "step2_loss_last_50": sum(last) / len(last),
                "seconds_this_call": round(seconds, 1)}
-    record = {"command": command, "commands": [*commands, command], "config": config.__dict__,
+    record = {"command": command, "commands": commands, "config": config.__dict__,
               "encoder_start": "the reconstructor's E" if args.continue_encoder and meta.get("encoder_loaded")
               else f"fresh (seed {args.seed})",
               "generator": args.ckpt, "blend": not args.no_blend, "reconstructor": args.reconstructor,
