@@ -260,3 +260,30 @@ def test_set_overrides_reach_the_settings_and_are_part_of_the_config(tmp_path, c
     assert "other settings" in _fail(capsys, argv[:-1] + ["prior_near=0.97"])  # resume with another value
     assert "KEY=VALUE" in _fail(capsys, argv[:-2] + ["--set", "=1"])
     assert "unknown reconstruction setting" in _fail(capsys, argv[:-2] + ["--set", "lam_nope=1"])
+
+
+def test_anchored_views_match_the_decoder_that_learned_them(tmp_path, capsys):
+    """--views anchored renders SynFace's anchored views (same face and gt camera); auto follows --ckpt's training."""
+    from toon3d.commands.eval import _anchored_views
+    from toon3d.metrics.shape_worlds import render_world
+    from toon3d.seeds import z_from_seed
+    from toon3d.train.decoder import synface_targets
+
+    g = _generator()
+    index = next(i for i in range(16) if abs(float(render_world("synface", z_from_seed(case_seed(i), 64)[0],
+                                                                64)["R"][0, 0, 2])) > 0.3)  # a turned head
+    plain = make_case("synface", index, 64, g)
+    anchored = make_case("synface", index, 64, g, anchored=True)
+    assert torch.equal(plain.latent, anchored.latent) and torch.equal(plain.gt_canon, anchored.gt_canon)
+    assert (plain.image - anchored.image).abs().mean() > 0.02  # the head moved
+    # the anchored input is exactly what an --anchor-eyes decoder was trained to reproduce
+    target, _ = synface_targets(z_from_seed(case_seed(index), 64)[0], 64, anchor_eyes=True)
+    assert torch.allclose(anchored.image, target.clamp(-1, 1), atol=1e-5)
+    assert _anchored_views("anchored", "base") and not _anchored_views("plain", "base")
+    out = tmp_path / "shape"
+    argv = ["eval", "shape", "--n", "1", "--out", str(out), "--rows", "prior", "--preset", "tiny",
+            "--mask", "layout", "--world", "synface", "--no-progress", "--views", "plain"]
+    assert cli.main(argv) == 0
+    assert json.loads((out / "table.json").read_text())["config"]["views"] == "plain"
+    capsys.readouterr()
+    assert "other settings" in _fail(capsys, argv[:-1] + ["anchored"])  # views are part of the config

@@ -89,6 +89,9 @@ def _register_shape(sub: argparse._SubParsersAction) -> None:
                    help="reconstruction preset of the GAN rows (and image size of every row); default cpu")
     p.add_argument("--images", choices=["render", "generator"], default="render",
                    help="input images: the world's renders (exact ground truth, default) or the generator's G(w)")
+    p.add_argument("--views", choices=["auto", "anchored", "plain"], default="auto",
+                   help="render SynFace's anchored views (eyes and mouth at fixed pixels under pose) or plain ones; "
+                        "auto (default): the views --ckpt was trained on, so that G(w) draws the test image")
     p.add_argument("--mask", choices=["auto", "layout", "parser"], default="auto",
                    help="face mask for the prior and the cycles: the built-in SynFace parser, the fixed layout "
                         "ellipse, or auto (parser when shipped)")
@@ -348,6 +351,17 @@ def _world_generators(args: argparse.Namespace, worlds: list[str], device) -> di
     return out
 
 
+def _anchored_views(choice: str, ckpt: str) -> bool:
+    """--views → whether to render anchored views; auto reads what the --ckpt decoder was trained on."""
+    if choice != "auto":
+        return choice == "anchored"
+    from toon3d.models import resolve_generator
+    from toon3d.train.decoder import trained_on_anchored_views
+
+    # The toon world blends its style with --ckpt and takes its mapping, so --ckpt decides both worlds.
+    return trained_on_anchored_views(resolve_generator(ckpt).meta)
+
+
 def _discriminator(world: str, args: argparse.Namespace, device):
     from toon3d.models import BUILTIN_STYLES, builtin_discriminator_path
     from toon3d.stylegan2.checkpoints import load_discriminator
@@ -412,6 +426,7 @@ def run_shape(args: argparse.Namespace) -> int:
     gan_rows = [r for r in rows if r in GAN_ROWS]
     mask_mode, mask_fn = _face_mask_fn(args.mask, device)
     generators = _world_generators(args, worlds, device)
+    anchored = _anchored_views(args.views, args.ckpt)
 
     from toon3d.shape.instant import resolve_shape_model, shape_state
 
@@ -460,16 +475,17 @@ def run_shape(args: argparse.Namespace) -> int:
                                                       for k, v in overrides.items()}}
 
     config = {"command": "toon3d eval shape", "preset": args.preset, "settings": settings.as_dict(),
-              "images": args.images, "mask": mask_mode, "test_seed_base": TEST_SEED_BASE, "worlds": world_config}
+              "images": args.images, "views": "anchored" if anchored else "plain", "mask": mask_mode,
+              "test_seed_base": TEST_SEED_BASE, "worlds": world_config}
     folder = ShapeEvalFolder(args.out)
     resumed = folder.open(config)
     if resumed:
         print(f"continuing the evaluation in {args.out}")
-    notes = [f"face mask: {mask_mode}; GAN rows' preset {args.preset}, start: "
+    notes = [f"views: {config['views']}; face mask: {mask_mode}; GAN rows' preset {args.preset}, start: "
              + ", ".join(f"{w} {c['gan_start']}" for w, c in world_config.items())]
     if any(loaded.meta.get("untrained") for loaded in generators.values()):
         notes.append("untrained stand-in generators were used: the numbers test the pipeline only")
-    plan = ShapePlan(worlds, rows, args.n, settings, args.images, notes)
+    plan = ShapePlan(worlds, rows, args.n, settings, args.images, notes, anchored)
     table = evaluate_shape(folder, plan, models, progress=not args.no_progress, inner_progress=args.verbose)
     write_tables(folder.root, table.to_markdown(), {"table": table.to_json(), "config": config, "n": args.n,
                                                     "rows": rows})

@@ -51,6 +51,8 @@ class ShapePlan:
     settings: ReconstructionSettings
     images: str = "render"
     notes: list[str] = field(default_factory=list)
+    # Render the worlds' anchored views (what a decoder trained with --anchor-eyes draws for w).
+    anchored: bool = False
 
     def check(self) -> ShapePlan:
         """One-line errors on impossible plans; returns self."""
@@ -104,7 +106,8 @@ def evaluate_shape(folder: ShapeEvalFolder, plan: ShapePlan, models: dict[str, W
     bar = tqdm(total=total, desc="eval shape", disable=not progress, dynamic_ncols=True)
     for world, index in todo:
         wm = models[world]
-        case = make_case(world, index, plan.settings.image_size, wm.generator.generator, plan.images, wm.face_mask)
+        case = make_case(world, index, plan.settings.image_size, wm.generator.generator, plan.images, wm.face_mask,
+                         plan.anchored)
         image_path = folder.image_path(world, index)
         if not image_path.is_file():
             save_png(case.image[0], image_path)

@@ -102,32 +102,39 @@ def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def render_world(world: str, z: torch.Tensor, size: int) -> dict:
-    """SynFace or toon render (with ground truth) of the faces `params_from_latent(z)` [B,D≥56] at `size` px."""
+def render_world(world: str, z: torch.Tensor, size: int, anchored: bool = False) -> dict:
+    """SynFace or toon render (with ground truth) of the faces `params_from_latent(z)` [B,D≥56] at `size` px.
+
+    anchored: SynFace's anchored views (eyes and mouth at fixed pixels under pose), which a decoder
+    trained with `--anchor-eyes` draws; plain views otherwise.
+    """
     from toon3d.synth.latent_params import NUM_LATENT_PARAMS, params_from_latent
+    from toon3d.synth.synface import SynFaceSettings
 
     if z.shape[1] < NUM_LATENT_PARAMS:
         raise Toon3dError(f"the generator's latent is {z.shape[1]}-d; a SynFace ground truth needs at least "
                           f"{NUM_LATENT_PARAMS} dimensions (a SynFace decoder such as the built-in base)")
     params = params_from_latent(z)
+    settings = SynFaceSettings(anchor_eyes=anchored)
     if world == "synface":
         from toon3d.synth.synface import render_synface
 
-        return render_synface(params, size)
+        return render_synface(params, size, settings=settings)
     if world == "toon":
         from toon3d.synth.toon_style import render_toon
 
-        return render_toon(params, size)
+        return render_toon(params, size, settings=settings)
     raise Toon3dError(f"unknown world {world!r}; choose one of {', '.join(WORLDS)}")
 
 
 @torch.no_grad()
 def make_case(world: str, index: int, size: int, generator: torch.nn.Module, images: str = "render",
-              face_mask: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ShapeCase:
+              face_mask: Callable[[torch.Tensor], torch.Tensor] | None = None, anchored: bool = False) -> ShapeCase:
     """Test image `index` of `world` at reconstruction size `size` with its ground truth and latent.
 
     generator: the world's generator (its mapping gives w; with images="generator" it draws the
     image). face_mask: image [1,3,S,S] → [1,1,S,S] in [0,1] (default: the layout ellipse).
+    anchored: render the anchored views the generator was trained on, so that G(w) draws the input.
     """
     from toon3d.seeds import z_from_seed
     from toon3d.stylegan2.sampling import synthesize
@@ -136,7 +143,7 @@ def make_case(world: str, index: int, size: int, generator: torch.nn.Module, ima
         raise Toon3dError(f"unknown image source {images!r}; choose one of {', '.join(IMAGE_SOURCES)}")
     seed = case_seed(index)
     z = z_from_seed(seed, generator.style_dim)[0]
-    out = render_world(world, z, render_size(size))
+    out = render_world(world, z, render_size(size), anchored)
     device = next(generator.parameters()).device
     w = generator.mapping(z.to(device))
     if images == "render":
