@@ -120,3 +120,18 @@ def test_cli_on_the_builtins(tmp_path, capsys):
     assert "no toon fine-tune without the structure loss" in (out / "table.md").read_text()
     assert data["settings"]["perceptual"] == "dlib"
     assert (out / "sheet.png").stat().st_size > 1000
+
+
+def test_synface_data_uses_the_views_the_base_learned():
+    """Table I's human data: anchored SynFace views for a decoder trained on them (the built-in base), else plain."""
+    from toon3d.commands.eval import _anchored_views, _data_images
+    from toon3d.synth.face_params import SynFaceParams
+    from toon3d.synth.synface import SynFaceSettings, render_synface
+
+    plain, plain_label = _data_images("synface", 4, 64, 0, 4)
+    anchored, label = _data_images("synface", 4, 64, 0, 4, anchored=True)
+    assert "anchored views" in label and "plain views" in plain_label
+    expected = render_synface(SynFaceParams.sample(4, seed=0), 64, settings=SynFaceSettings(anchor_eyes=True))["image"]
+    assert torch.equal(anchored, expected.float()) and not torch.allclose(plain, anchored, atol=1e-3)
+    assert _anchored_views("auto", "base", {"phases": [{"anchor_eyes": False}, {"anchor_eyes": True}]})
+    assert not _anchored_views("auto", "x.pt", {})

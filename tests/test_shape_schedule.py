@@ -149,6 +149,13 @@ def test_pretrained_depth_skips_the_prior(gan):
     assert not result.prior_fitted
     partial = {k: v for k, v in init.items() if not k.startswith("depth.")}
     assert run(gan, settings, nets_init=partial).prior_fitted
+    # prior_refit: the image's mask prior is fitted into the pretrained D; A, V, L start as given
+    refit = dataclasses.replace(settings, prior_refit=True, stage0_steps=(0, 0, 0))
+    result = run(gan, refit, nets_init=init)
+    assert result.prior_fitted
+    depth_keys = [k for k in init if k.startswith("depth.") and init[k].is_floating_point()]
+    assert any(not torch.equal(result.nets_state[k], init[k]) for k in depth_keys)
+    assert all(torch.equal(result.nets_state[k], v) for k, v in init.items() if k.startswith(("view.", "light.")))
 
 
 def test_bad_inputs_are_one_line_errors(gan):

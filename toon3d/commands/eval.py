@@ -60,6 +60,9 @@ def _register_style(sub: argparse._SubParsersAction) -> None:
                    help="human data: synface (renders at the generator size; the default for the built-in base) "
                         "or a toon3d dataset folder (e.g. FFHQ for --ckpt 550000.pt)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data sample and split halves (default 0)")
+    p.add_argument("--views", choices=["auto", "anchored", "plain"], default="auto",
+                   help="--data synface: render SynFace's anchored or plain views; auto (default): the views --ckpt "
+                        "was trained on")
     p.add_argument("--perceptual", choices=["auto", "vgg", "dlib"], default="auto",
                    help="instance distance: vgg = LPIPS-VGG (needs VGG16), dlib = the offline substitute; "
                         "auto = vgg when VGG16 is found, else dlib")
@@ -194,22 +197,25 @@ def _style_variants(base, specs: list[str], nostruct: dict[str, str], resolution
     return variants
 
 
-def _data_images(spec: str, n: int, size: int, seed: int, batch: int):
+def _data_images(spec: str, n: int, size: int, seed: int, batch: int, anchored: bool = False):
     import torch
 
     from toon3d.errors import Toon3dError
 
     if spec == "synface":
         from toon3d.synth.face_params import SynFaceParams
-        from toon3d.synth.synface import render_synface
+        from toon3d.synth.synface import SynFaceSettings, render_synface
 
         params = SynFaceParams.sample(n, seed=seed)
-        images = torch.cat([render_synface(params[i:i + batch], max(size, 64))["image"] for i in range(0, n, batch)])
+        views = SynFaceSettings(anchor_eyes=anchored)
+        images = torch.cat([render_synface(params[i:i + batch], max(size, 64), settings=views)["image"]
+                            for i in range(0, n, batch)])
         if images.shape[-1] != size:
             from toon3d.metrics.shape_worlds import area_resize
 
             images = area_resize(images, size)
-        return images.float(), f"{n} SynFace renders at {size} px (data seed {seed})"
+        return images.float(), (f"{n} SynFace renders ({'anchored' if anchored else 'plain'} views) at {size} px "
+                                f"(data seed {seed})")
     from toon3d.data.dataset import FaceDataset
 
     data = FaceDataset(spec, size=size, flip=False, load_gt=False)
@@ -255,7 +261,8 @@ def run_style(args: argparse.Namespace) -> int:
     base.generator.to(device).eval()
     styles = _style_variants(base, list(args.style), nostruct, args.blend_resolution, args.blend_mode, device)
     size = int(base.config["size"])
-    data, data_label = _data_images(data_spec, settings.n, size, settings.data_seed, settings.batch)
+    anchored = data_spec == "synface" and _anchored_views(args.views, args.ckpt, base.meta)
+    data, data_label = _data_images(data_spec, settings.n, size, settings.data_seed, settings.batch, anchored)
     result = style_table(base, styles, data, data_label, _on_cpu(describe), _paired(distance, device),
                          distance_label, settings, progress=not args.no_progress)
     if any(g.meta.get("untrained") for s in styles for g in s.generators.values()) or base.meta.get("untrained"):
@@ -351,15 +358,18 @@ def _world_generators(args: argparse.Namespace, worlds: list[str], device) -> di
     return out
 
 
-def _anchored_views(choice: str, ckpt: str) -> bool:
-    """--views → whether to render anchored views; auto reads what the --ckpt decoder was trained on."""
+def _anchored_views(choice: str, ckpt: str, meta: dict | None = None) -> bool:
+    """--views → whether to render anchored views; auto reads what the --ckpt decoder (its `meta`) was trained on."""
     if choice != "auto":
         return choice == "anchored"
-    from toon3d.models import resolve_generator
     from toon3d.train.decoder import trained_on_anchored_views
 
+    if meta is None:
+        from toon3d.models import resolve_generator
+
+        meta = resolve_generator(ckpt).meta
     # The toon world blends its style with --ckpt and takes its mapping, so --ckpt decides both worlds.
-    return trained_on_anchored_views(resolve_generator(ckpt).meta)
+    return trained_on_anchored_views(meta)
 
 
 def _discriminator(world: str, args: argparse.Namespace, device):
@@ -426,7 +436,7 @@ def run_shape(args: argparse.Namespace) -> int:
     gan_rows = [r for r in rows if r in GAN_ROWS]
     mask_mode, mask_fn = _face_mask_fn(args.mask, device)
     generators = _world_generators(args, worlds, device)
-    anchored = _anchored_views(args.views, args.ckpt)
+    anchored = _anchored_views(args.views, args.ckpt, generators["synface"].meta if "synface" in generators else None)
 
     from toon3d.shape.instant import resolve_shape_model, shape_state
 

@@ -386,7 +386,7 @@ def reconstruct_image(image: torch.Tensor, latent: torch.Tensor, generator: nn.M
     nets.to(device).train()
     rng = torch.Generator().manual_seed(seed)
     ckpt = _Checkpoint(checkpoint_dir)
-    state = _restore(ckpt, fixed, seed, nets, rng, _Progress(prior_done=has_depth))
+    state = _restore(ckpt, fixed, seed, nets, rng, _Progress(prior_done=has_depth and not settings.prior_refit))
 
     def checkpoint(optimizer: torch.optim.Optimizer | None) -> None:
         _save(ckpt, fixed, seed, nets, rng, state, optimizer)

@@ -92,6 +92,9 @@ class ReconstructionSettings:
     prior_lr: float = 1e-4
     prior_schedule: str = "constant"   # or "cosine" (toon3d.shape.prior.fit_depth_to)
     prior_centre: bool = False         # fit the prior shifted so the mean-centred depth net holds it exactly
+    # Fit D to this image's mask prior even when a pretrained reconstructor gives a depth net (GAN2Shape
+    # fits the prior per image; the pretrained A, V, L and E are kept).
+    prior_refit: bool = False
     # Photo-geometric model (§6.2 common values).
     fov_deg: float = 10.0
     min_depth: float = 0.9
@@ -245,13 +248,16 @@ def _cpu() -> ReconstructionSettings:
     # Sized on 2 shared cores for the 64 px built-ins (measured in docs/reconstruct.md): one cycle,
     # narrow networks (the widths of the shipped reconstructors, toon3d.shape.pretrain), few pseudo
     # samples; the built-in worlds render at pixel centres (pixel_offset 0). Steps 1 and 2 each train
-    # one network for a few iterations, at 10× the reference rate; step 3 keeps 1e-4 (1e-3 there
-    # flattened or distorted the depth in our runs). Step 1 runs 100 iterations: after 20 the
+    # one network for a few iterations, at 10× the reference rate. Step 3 runs at a tenth of the
+    # reference rate, 1e-5: at 1e-4 the depth decoder of most SynFace images collapsed to a spatially
+    # constant output (a flat plane at the depth midpoint) within 30 iterations (N=32: MAD 36.3° vs
+    # 24.6° at 1e-5; more pseudo samples and iterations did not prevent it, docs/shape.md; 1e-3
+    # flattened or distorted every depth). Step 1 runs 100 iterations: after 20 the
     # albedo of a built-in cartoon was still the albedo net's initial noise (seed 0 cartoon;
     # after 100 it is the face, for +12 s).
     return replace(_paper(), image_size=64, num_stages=1, stage0_steps=(100, 20, 30), later_steps=(10, 20, 20),
                    batch_size=4, collect_iters=4, flip1=(True,), flip3=(True,), perceptual="dlib",
-                   lr=(1e-3, 1e-3, 1e-4),
+                   lr=(1e-3, 1e-3, 1e-5),
                    prior_fit_steps=600, prior_lr=1e-3, prior_schedule="cosine", prior_centre=True,
                    prior_near=BUILTIN_PRIOR_NEAR,
                    nf=16, nf_vl=8, zdim=128, nf_encoder=16, pixel_offset=0.0,
