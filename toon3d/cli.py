@@ -13,7 +13,7 @@ import sys
 
 from toon3d.errors import Toon3dError
 
-COMMANDS = ["generate", "render", "data", "train-decoder", "train", "finetune", "blend", "directions", "edit", "avatar", "reconstruct", "align", "invert", "train-shape", "train-shape-encoder", "train-encoder", "eval"]
+COMMANDS = ["generate", "render", "data", "train-decoder", "train", "finetune", "blend", "directions", "edit", "avatar", "reconstruct", "align", "invert", "train-shape", "train-shape-encoder", "train-shape-depth", "train-encoder", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
