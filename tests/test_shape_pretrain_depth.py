@@ -92,3 +92,31 @@ def test_latents_and_bad_config():
         DepthPriorConfig(batch=0).check()
     with pytest.raises(Toon3dError, match="truncation"):
         DepthPriorConfig(truncation=0).check()
+
+
+def test_cli_trains_only_d_of_the_shipped_reconstructor_and_refuses_bad_folders(tmp_path, capsys):
+    import json
+
+    from toon3d.cli import main
+    from toon3d.shape.instant import builtin_shape_path, load_shape_model
+
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x")
+    for argv, message in [(["--out", str(tmp_path / "new"), "--resume"], "nothing to resume"),
+                          (["--out", str(tmp_path / "used")], "not empty"),
+                          (["--out", str(tmp_path / "n2"), "--batch", "0"], "batch must be at least 1")]:
+        code = main(["train-shape-depth", "--ckpt", "toon", "--reconstructor", "toon", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    out = tmp_path / "run"
+    assert main(["train-shape-depth", "--ckpt", "toon", "--reconstructor", "toon", "--out", str(out), "--iters", "2",
+                 "--batch", "2", "--threads", "1", "--no-progress"]) == 0
+    record = json.loads((out / "config.json").read_text())
+    assert record["mask"]["source"] == "synface" and record["prior"]["prior_centre"] is True
+    shipped, _, meta = load_shape_model(builtin_shape_path("toon"))
+    trained, _, meta2 = load_shape_model(out / "model.safetensors")
+    assert meta2["encoder_loaded"] and meta2["depth"]["iters"] == 2
+    for part in ("albedo", "view", "light", "encoder"):
+        ours, theirs = getattr(trained, part).state_dict(), getattr(shipped, part).state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), part
+    assert any(not torch.equal(v, shipped.depth.state_dict()[k]) for k, v in trained.depth.state_dict().items())
