@@ -15,25 +15,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "that the instant prediction and every per-image reconstruction start from this image's prior. "
                     "No ground truth is used. Writes OUT/model.safetensors (the reconstructor with the new D; A, V, "
                     "L and E unchanged). State is checkpointed (--resume after a kill).")
-    parser.add_argument("--ckpt", required=True, help="the generator whose images D learns: base, cartoon, toon or a file")
-    parser.add_argument("--reconstructor", required=True,
-                        help="a shape model (base, cartoon, toon or a shape_*.safetensors / model.safetensors)")
-    parser.add_argument("--out", required=True, help="run folder (created; with --resume, continued)")
-    parser.add_argument("--iters", type=int, default=1000, help="iterations (default 1000)")
+    from toon3d.train.shape_run import add_shape_run_arguments
+
+    add_shape_run_arguments(parser, "D")
     parser.add_argument("--batch", type=int, default=8, help="generator images per iteration (default 8)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, decayed to 0 (default 1e-3)")
     parser.add_argument("--truncation", type=float, default=1.0, help="psi of the drawn latents (default 1)")
-    parser.add_argument("--no-blend", action="store_true", help="a built-in style raw, not blended with base")
     parser.add_argument("--mask", default="auto", choices=["auto", "synface", "bisenet"],
                         help="the face parser of the prior (toon3d.edit.masks.choose_mask; auto: the SynFace parser "
                              "for the built-ins, else BiSeNet)")
     parser.add_argument("--bisenet", default=None, help="BiSeNet's 79999_iter.pth for --mask bisenet")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every draw")
-    parser.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N iterations (default 100)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
@@ -42,32 +33,21 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
     from dataclasses import replace
-    from pathlib import Path
 
-    import torch
-
-    from toon3d.devices import resolve_device
     from toon3d.edit.masks import choose_mask
     from toon3d.errors import Toon3dError
-    from toon3d.models import BUILTIN_STYLES, UNTRAINED_SEEDS, resolve_generator
+    from toon3d.models import BUILTIN_STYLES, UNTRAINED_SEEDS
     from toon3d.pipeline_shape import ShapeOptions, shape_settings
-    from toon3d.shape.instant import resolve_shape_model, save_shape_model
+    from toon3d.shape.instant import save_shape_model
     from toon3d.shape.pretrain_depth import STATE_FILE, DepthPriorConfig, distill_depth_prior
-    from toon3d.train.run_folder import check_run_folder, command_history
+    from toon3d.train.run_folder import command_history
+    from toon3d.train.shape_run import loss_window, open_shape_run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = DepthPriorConfig(iters=args.iters, batch=args.batch, lr=args.lr, truncation=args.truncation,
                               seed=args.seed, checkpoint_every=args.ckpt_every).check()
-    out = Path(args.out)
-    check_run_folder(out, args.resume, STATE_FILE)
-    device = resolve_device(args.device)
-    loaded = resolve_generator(args.ckpt, blend=not args.no_blend)
-    generator = loaded.generator
-    nets, geometry, meta = resolve_shape_model(args.reconstructor, {"latent_dim": generator.style_dim})
-    if geometry.size > generator.size:
-        raise Toon3dError(f"the reconstructor works at {geometry.size} px but the generator draws {generator.size} "
-                          "px; pass a reconstructor of the generator's size or smaller")
+    opened = open_shape_run(args, STATE_FILE)
+    out, device, loaded, meta = opened.out, opened.device, opened.loaded, opened.meta
+    nets, geometry = opened.nets, opened.geometry
     builtin = args.ckpt in UNTRAINED_SEEDS or args.ckpt in BUILTIN_STYLES or args.ckpt == "default"
     source = choose_mask(args.mask, builtin_generator=builtin, bisenet_path=args.bisenet, device=device)
     if source.fn is None or source.name == "ellipse":
@@ -78,13 +58,9 @@ def run(args: argparse.Namespace) -> int:
     command, commands = command_history(out, args.resume)
     nets = nets.to(device)
     started = time.perf_counter()
-    history = distill_depth_prior(nets, generator, loaded.mean_latent, settings, source.fn, config,
+    history = distill_depth_prior(nets, loaded.generator, loaded.mean_latent, settings, source.fn, config,
                                   checkpoint_dir=out, progress=not args.no_progress)
-    seconds = time.perf_counter() - started
-    first = [h["mse"] for h in history[: min(50, len(history))]]
-    last = [h["mse"] for h in history[-min(50, len(history)):]]
-    figures = {"mse_first_50": sum(first) / len(first), "mse_last_50": sum(last) / len(last),
-               "seconds_this_call": round(seconds, 1)}
+    figures = loss_window(history, "mse", time.perf_counter() - started)
     record = {"command": command, "commands": commands, "config": config.__dict__, "generator": args.ckpt,
               "blend": not args.no_blend, "reconstructor": args.reconstructor, "mask": source.describe(),
               "prior": {k: getattr(settings, k) for k in ("prior_kind", "prior_mask_threshold", "prior_near",

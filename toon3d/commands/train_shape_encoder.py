@@ -15,24 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "w + E-offset reproduces them (L1 + L_dis + the offset penalty, Eq. 16). Writes "
                     "OUT/model.safetensors: the reconstructor with E, which `toon3d reconstruct`, `avatar` and "
                     "`eval shape` then start every image from. State is checkpointed (--resume after a kill).")
-    parser.add_argument("--ckpt", required=True, help="the generator E projects into: base, cartoon, toon or a file")
-    parser.add_argument("--reconstructor", required=True,
-                        help="a shape model (base, cartoon, toon or a shape_*.safetensors / model.safetensors)")
-    parser.add_argument("--out", required=True, help="run folder (created; with --resume, continued)")
-    parser.add_argument("--iters", type=int, default=1000, help="iterations (one generator image each; default 1000)")
+    from toon3d.train.shape_run import add_shape_run_arguments
+
+    add_shape_run_arguments(parser, "E")
     parser.add_argument("--batch", type=int, default=4, help="pseudo samples per image (default 4)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the cpu preset's)")
     parser.add_argument("--truncation", type=float, default=0.7, help="psi of the drawn latents (default 0.7)")
-    parser.add_argument("--no-blend", action="store_true", help="a built-in style raw, not blended with base")
     parser.add_argument("--nf-encoder", type=int, default=16, help="E width (default 16, the cpu preset's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of E's initial weights and of every draw")
     parser.add_argument("--continue-encoder", action="store_true",
                         help="start from the reconstructor's own E (when it holds one of this size), not fresh weights")
-    parser.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N iterations (default 100)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
@@ -40,41 +31,30 @@ def run(args: argparse.Namespace) -> int:
     """Train (or resume) E and write OUT/model.safetensors and OUT/config.json."""
     import json
     import time
-    from pathlib import Path
 
     import torch
 
-    from toon3d.devices import resolve_device
-    from toon3d.train.run_folder import check_run_folder, command_history
     from toon3d.errors import Toon3dError
-    from toon3d.models import resolve_generator
     from toon3d.pipeline_shape import ShapeOptions, load_style_discriminator, shape_settings
-    from toon3d.shape.instant import resolve_shape_model, save_shape_model
+    from toon3d.shape.instant import save_shape_model
     from toon3d.shape.losses import load_perceptual
     from toon3d.shape.pretrain_encoder import STATE_FILE, EncoderPretrainConfig, pretrain_encoder
+    from toon3d.train.run_folder import command_history
+    from toon3d.train.shape_run import loss_window, open_shape_run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = EncoderPretrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, truncation=args.truncation,
                                    seed=args.seed, checkpoint_every=args.ckpt_every).check()
     if args.nf_encoder < 1:
         raise Toon3dError(f"--nf-encoder must be at least 1, got {args.nf_encoder}")
-    out = Path(args.out)
-    check_run_folder(out, args.resume, STATE_FILE)
-    device = resolve_device(args.device)
-    loaded = resolve_generator(args.ckpt, blend=not args.no_blend)
-    generator = loaded.generator
-    nets, geometry, meta = resolve_shape_model(args.reconstructor, {"nf_encoder": args.nf_encoder,
-                                                                    "latent_dim": generator.style_dim})
+    opened = open_shape_run(args, STATE_FILE, {"nf_encoder": args.nf_encoder})
+    out, device, loaded, meta = opened.out, opened.device, opened.loaded, opened.meta
+    nets, geometry, generator = opened.nets, opened.geometry, opened.loaded.generator
     if not (args.continue_encoder and meta.get("encoder_loaded")):
         from toon3d.shape.networks import ShapeNets
 
         # E's fresh weights, drawn as a fresh ShapeNets draws them (the shipped files hold a trained E)
         torch.manual_seed(args.seed)
         nets.encoder = ShapeNets(nets.config).encoder
-    if geometry.size > generator.size:
-        raise Toon3dError(f"the reconstructor works at {geometry.size} px but the generator draws {generator.size} "
-                          "px; pass a reconstructor of the generator's size or smaller")
     discriminator, d_source = load_style_discriminator(args.ckpt) if not args.no_blend else (None, None)
     options = ShapeOptions(preset="cpu")
     settings = shape_settings(options, (nets, geometry, meta, args.reconstructor), discriminator is not None)
@@ -92,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     history = pretrain_encoder(nets, generator, loaded.mean_latent, settings, config, discriminator=discriminator,
                                perceptual=perceptual, checkpoint_dir=out, progress=not args.no_progress)
-    seconds = time.perf_counter() - started
-    first = [h["total"] for h in history[: min(50, len(history))]]
-    last = [h["total"] for h in history[-min(50, len(history)):]]
-    figures = {"step2_loss_first_50": sum(first) / len(first), "step2_loss_last_50": sum(last) / len(last),
-               "seconds_this_call": round(seconds, 1)}
+    figures = loss_window(history, "total", time.perf_counter() - started, name="step2_loss")
     record = {"command": command, "commands": commands, "config": config.__dict__,
               "encoder_start": "the reconstructor's E" if args.continue_encoder and meta.get("encoder_loaded")
               else f"fresh (seed {args.seed})",
