@@ -13,7 +13,6 @@ depth net it replaces.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -25,26 +24,16 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from toon3d.shape.instant import builtin_shape_path, load_shape_model, save_shape_model
+    from toon3d.shape.instant import save_shape_model
+    from toon3d.train.ship import open_shape_shipping
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a toon3d train-shape-depth run folder")
     parser.add_argument("--world", required=True, choices=["base", "cartoon", "toon"])
     parser.add_argument("--notes", default="", help="figures measured with the new D (markdown, one paragraph)")
     args = parser.parse_args(argv)
-    run = Path(args.run)
-    record = json.loads((run / "config.json").read_text())
-    nets, geometry, meta = load_shape_model(run / "model.safetensors")
-    target = builtin_shape_path(args.world)
-    shipped, shipped_geometry, shipped_meta = load_shape_model(target)
-    if geometry != shipped_geometry:
-        raise SystemExit(f"the run's geometry differs from the shipped {target.name}'s")
-    parts = ("albedo", "view", "light") + (("encoder",) if shipped_meta.get("encoder_loaded") else ())
-    for part in parts:
-        ours = getattr(nets, part).state_dict()
-        theirs = getattr(shipped, part).state_dict()
-        if any(not torch.equal(ours[k].half(), theirs[k].half()) for k in theirs):
-            raise SystemExit(f"the run's {part} net is not the shipped {target.name}'s; distil D from the shipped file")
+    record, nets, geometry, meta, target, shipped_meta = open_shape_shipping(args.run, args.world,
+                                                                             ("albedo", "view", "light", "encoder"))
     keep = {k: v for k, v in shipped_meta.items() if k != "encoder_loaded"}
     keep["depth"] = meta.get("depth")
     save_shape_model(target, nets, geometry, keep, dtype=torch.float16,

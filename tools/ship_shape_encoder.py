@@ -12,7 +12,6 @@ them), writes it back in fp16 with E, and appends a "Latent encoder" section to 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -24,24 +23,19 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from toon3d.shape.instant import builtin_shape_path, load_shape_model, save_shape_model, shape_state
+    from toon3d.shape.instant import save_shape_model
+    from toon3d.train.ship import open_shape_shipping
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a toon3d train-shape-encoder run folder")
     parser.add_argument("--world", required=True, choices=["base", "cartoon", "toon"])
     parser.add_argument("--notes", default="", help="figures measured with the encoder (markdown, one paragraph)")
     args = parser.parse_args(argv)
-    run = Path(args.run)
-    record = json.loads((run / "config.json").read_text())
-    nets, geometry, meta = load_shape_model(run / "model.safetensors")
+    # E was trained against the shipped D, A, V and L: they must be the same
+    record, nets, geometry, meta, target, shipped_meta = open_shape_shipping(args.run, args.world,
+                                                                             ("depth", "albedo", "view", "light"))
     if not meta.get("encoder_loaded"):
-        raise SystemExit(f"{run / 'model.safetensors'} holds no latent encoder")
-    target = builtin_shape_path(args.world)
-    shipped, shipped_geometry, shipped_meta = load_shape_model(target)
-    ours = shape_state(nets, torch.float16)
-    theirs = shape_state(shipped, torch.float16)
-    if geometry != shipped_geometry or any(not torch.equal(ours[k], theirs[k]) for k in theirs):
-        raise SystemExit(f"the run's D, A, V, L are not the shipped {target.name}'s; train E against the shipped file")
+        raise SystemExit(f"{Path(args.run) / 'model.safetensors'} holds no latent encoder")
     keep = {k: v for k, v in shipped_meta.items() if k != "encoder_loaded"}
     keep["encoder"] = meta.get("encoder")
     save_shape_model(target, nets, geometry, keep, dtype=torch.float16, with_encoder=True)

@@ -107,3 +107,29 @@ def write_card(path: Path, name: str, config: dict, meta: dict, files: list[Path
     with atomic_file(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path
+
+
+def open_shape_shipping(run: str | Path, world: str, kept: tuple[str, ...]):
+    """A shape-network run and the shipped reconstructor it goes into, checked to differ only in its network.
+
+    Returns (run record dict, run nets, geometry, run meta, shipped file path, shipped meta). The
+    networks named in `kept` (e.g. "depth", "albedo", ...) must equal the shipped file's in fp16,
+    and the geometry must be the same ("encoder" is skipped when the shipped file holds none);
+    otherwise one-line errors (SystemExit) say so.
+    """
+    from toon3d.shape.instant import builtin_shape_path, load_shape_model
+
+    run = Path(run)
+    record = json.loads((run / "config.json").read_text())
+    nets, geometry, meta = load_shape_model(run / "model.safetensors")
+    target = builtin_shape_path(world)
+    shipped, shipped_geometry, shipped_meta = load_shape_model(target)
+    if geometry != shipped_geometry:
+        raise SystemExit(f"the run's geometry differs from the shipped {target.name}'s")
+    for part in kept:
+        if part == "encoder" and not shipped_meta.get("encoder_loaded"):
+            continue
+        ours, theirs = getattr(nets, part).state_dict(), getattr(shipped, part).state_dict()
+        if any(not torch.equal(ours[k].half(), theirs[k].half()) for k in theirs):
+            raise SystemExit(f"the run's {part} net is not the shipped {target.name}'s; train against the shipped file")
+    return record, nets, geometry, meta, target, shipped_meta
