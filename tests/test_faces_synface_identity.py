@@ -140,3 +140,28 @@ def test_refinement_with_the_synface_network_moves_only_delta_w():
     for k, v in emb.state_dict().items():
         assert torch.equal(v, before[k]), k  # batch-norm statistics untouched
     assert all(p.grad is None for p in [*g.parameters(), *emb.parameters()])
+
+
+def test_edit_identity_auto_takes_the_synface_network_on_the_builtin_base_only(tmp_path, monkeypatch):
+    from toon3d import models
+    from toon3d.faces.identity import choose_identity as identity_name
+
+    assert identity_name("auto", "base") == "synface"
+    assert identity_name("auto", "default") == "synface"
+    assert identity_name("dlib", "base") == "dlib" and identity_name("lresnet", "base") == "lresnet"
+    ckpt = tmp_path / "550000.pt"
+    ckpt.write_bytes(b"")
+    assert identity_name("auto", str(ckpt)) == "dlib"       # a user's generator: dlib, the offline default
+    assert identity_name("auto", "base", "dlib.dat") == "dlib"  # weights given: they are dlib's
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)     # not shipped (an install without it)
+    assert identity_name("auto", "base") == "dlib"
+
+
+def test_avatar_edits_take_the_chosen_identity_network():
+    from toon3d.pipeline import AvatarModels, AvatarSettings
+
+    models = AvatarModels(AvatarSettings(), torch.device("cpu"))
+    assert models.edit_identity == "synface"
+    assert isinstance(models.edit_embedder, SynFaceEmbedder) and models._embedder is None  # 3D's dlib not loaded
+    same = AvatarModels(AvatarSettings(edit_identity="dlib"), torch.device("cpu"))
+    assert same.edit_embedder is same.embedder  # one network when both stages ask for the same

@@ -59,7 +59,8 @@ class AvatarSettings:
     refine: str = "code"                  # code | paper | off (Stage 2)
     refine_steps: int = 10
     refine_lr: float = 0.1
-    identity: str = "dlib"
+    identity: str = "dlib"                # identity network of L_id in 3D and of photo inversion
+    edit_identity: str = "auto"           # of the Stage 2 refinement: auto = synface on the built-in base, else dlib
     factor: str | None = None             # factor.pt from `toon3d directions` (default: factorise now)
     preset: str = "cpu"                   # Stage 3 preset: cpu | paper | tiny | released
     instant: bool = False                 # feed-forward 3D only (the pretrained reconstructor)
@@ -261,7 +262,7 @@ class AvatarModels:
     def __init__(self, settings: AvatarSettings, device: torch.device) -> None:
         self.settings = settings
         self.device = device
-        self._human = self._style = self._embedder = None
+        self._human = self._style = self._embedder = self._edit_embedder = None
         self._directions = None
         self._expression_reader = None
         self.use_shipped_table = True  # tools/ship_directions.py turns it off to measure afresh
@@ -302,6 +303,24 @@ class AvatarModels:
 
             self._embedder = load_identity_embedder(self.settings.identity).to(self.device).eval()
         return self._embedder
+
+    @property
+    def edit_identity(self) -> str:
+        """The registry name of the refinement's identity network (`edit_identity` with auto resolved)."""
+        from toon3d.faces.identity import choose_identity
+
+        return choose_identity(self.settings.edit_identity, self.settings.ckpt)
+
+    @property
+    def edit_embedder(self):
+        """The identity network of the Stage 2 refinement (L_id and f_low)."""
+        if self._edit_embedder is None:
+            from toon3d.faces.identity import load_identity_embedder
+
+            name = self.edit_identity
+            self._edit_embedder = (self.embedder if name == self.settings.identity
+                                   else load_identity_embedder(name).to(self.device).eval())
+        return self._edit_embedder
 
     @property
     def expression_reader(self):
@@ -454,7 +473,7 @@ def stage_edits(folder: Path, faces: Path, models: AvatarModels, progress: bool)
         if settings.refine == "off":
             delta = strength * n[None]
         else:
-            embedder = models.embedder
+            embedder = models.edit_embedder
 
             def low(images):
                 return embedder.features(images, 4)[-1]
@@ -609,6 +628,8 @@ def _models_record(models: AvatarModels) -> dict:
                         "source": models.style.source, "sha256": weights_digest(models.style.generator)}}
     if models._embedder is not None:
         record["identity"] = {"name": models.settings.identity}
+    if models._edit_embedder is not None:
+        record["edit_identity"] = {"name": models.edit_identity}
     extra = getattr(models, "shape_record", None)
     if extra:
         record["reconstructor"] = extra

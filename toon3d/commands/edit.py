@@ -72,9 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="compute the refinement's losses on G_base stopped at N px plus the full image's "
                              "residual at w (toon3d.stylegan2.early_exit): 128 halves a 256 px edit's time; "
                              "default full (the paper)")
-    parser.add_argument("--identity", default="dlib",
-                        help="identity network: dlib (default, dlib's face ResNet), synface (the built-in world's, "
-                             "trained on SynFace identities) or lresnet (the paper's, user-supplied)")
+    parser.add_argument("--identity", default="auto",
+                        help="identity network of L_id and f_low: auto (default: synface on the built-in base "
+                             "without --identity-weights, else dlib), dlib (dlib's face ResNet), synface (the built-in world's, trained on "
+                             "SynFace identities) or lresnet (the paper's, user-supplied)")
     parser.add_argument("--identity-weights", default=None, metavar="PATH",
                         help="weights of the identity network (default: found in the models folder or package)")
     parser.add_argument("--mask", default="auto",
@@ -144,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
     direction_spec, truncation = _check_settings(args)
     _synthesis_size(args)  # a bad value fails before any model loads
+    from toon3d.faces.identity import choose_identity
+
+    args.identity = choose_identity(args.identity, args.ckpt, args.identity_weights)
     latent = _load_latent(args) if args.latent is not None else None
     device = resolve_device(args.device)
     out = Path(args.out)

@@ -108,3 +108,15 @@ def load_identity_embedder(name: str = "dlib", path: str | os.PathLike | None = 
     except KeyError:
         raise Toon3dError(f"unknown identity embedder {name!r}; known: {', '.join(sorted(EMBEDDERS))}") from None
     return loader(path)
+
+
+def choose_identity(choice: str, ckpt: str, weights: str | os.PathLike | None = None) -> str:
+    """`auto` → "synface" for the built-in base (the world that network was trained on) when it is
+    shipped and no weights file is given, else "dlib" (the offline default); other choices pass through."""
+    from toon3d.edit.name_by import is_builtin_base
+    from toon3d.models import WEIGHTS_DIR
+
+    if choice != "auto":
+        return choice
+    shipped = (WEIGHTS_DIR / "identity_synface.safetensors").is_file()
+    return "synface" if is_builtin_base(ckpt) and shipped and weights is None else "dlib"

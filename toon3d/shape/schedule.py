@@ -38,7 +38,7 @@ from toon3d.shape.pseudo import LightRanges, PseudoSampler, ViewPrior, default_v
 from toon3d.shape.renderer import Renderer
 from toon3d.shape.settings import STEP_NAMES, ReconstructionSettings, changed_settings
 from toon3d.shape.steps import (LossTerms, LossWeights, ProjectedSamples, StepTools, canonical_state, make_optimizer,
-                                step1, step2_collect, step2_train, step3)
+                                OffsetFit, step1, step2_collect, step2_train, step3)
 
 STATE_FORMAT = "toon3d-reconstruction/1"
 STATE_FILE = "reconstruction_state.pt"
@@ -357,9 +357,11 @@ def _run_step(fixed: _Fixed, nets: ShapeNets, rng: torch.Generator, progress: _P
             checkpoint(optimizer)
     bar.close()
     if name == "step2":
+        fit = (OffsetFit(s.projection_fit_steps, s.projection_fit_lr, fixed.dis, fixed.tools.weights)
+               if s.projection_fit_steps > 0 else None)
         progress.samples = step2_collect(nets, state, fixed.sampler, fixed.projector, fixed.latent, s.batch_size,
                                          s.collect_iters, rng, fixed.gan_image, fixed.progress,
-                                         desc=f"stage {stage} collect")
+                                         desc=f"stage {stage} collect", fit=fit)
         progress.samples_stage = stage
 
 

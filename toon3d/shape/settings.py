@@ -119,6 +119,13 @@ class ReconstructionSettings:
     # ~60% of how an offset changes the image (benchmarks/bench_early_exit.py), so it is opt-in
     # (`--set projection_size=64`); never below image_size, whose detail the 3D stage uses.
     projection_size: int | None = None
+    # Per-sample fit of each pseudo sample's latent offset after the encoder's projection (0: the
+    # encoder alone, GAN2Shape). GAN2Shape trains E per image for hundreds of iterations; a CPU
+    # budget trains it for tens, and the shipped E does not turn heads: on the built-in base its
+    # projections of truly turned faces keep the input's yaw (slope 0.00), while fitting Δw to them
+    # directly turns the head as asked (slope 0.95; benchmarks/bench_projection_views.py).
+    projection_fit_steps: int = 0
+    projection_fit_lr: float = 0.05
 
     # ---- derived -------------------------------------------------------------------------
     def steps_of(self, stage: int) -> tuple[int, int, int]:
@@ -179,6 +186,9 @@ class ReconstructionSettings:
                 raise Toon3dError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.f1_d > self.f1_d_of:
             raise Toon3dError(f"f1_d {self.f1_d} exceeds the mapping depth it is counted on ({self.f1_d_of})")
+        if self.projection_fit_steps < 0 or not self.projection_fit_lr > 0:
+            raise Toon3dError(f"projection_fit_steps must be ≥ 0 and projection_fit_lr > 0, got "
+                              f"{self.projection_fit_steps} and {self.projection_fit_lr}")
         p = self.projection_size
         if p is not None and (not isinstance(p, int) or p < 4 or p & (p - 1)):
             raise Toon3dError(f"projection_size must be a power of two ≥ 4 or None (the full generator), got {p}")

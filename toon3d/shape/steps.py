@@ -280,18 +280,58 @@ class ProjectedSamples:
         return self.images[idx].to(device), self.masks[idx].to(device)
 
 
+@dataclass(frozen=True)
+class OffsetFit:
+    """Per-sample refinement of the encoder's projection: `steps` Adam steps at `lr` on Eq. 16's objective."""
+
+    steps: int
+    lr: float
+    dis: FeatureDistance
+    weights: LossWeights
+
+
+def fit_offsets(projector: LatentProjector, latent: torch.Tensor, pseudo: PseudoBatch, start: torch.Tensor,
+                fit: OffsetFit) -> tuple[torch.Tensor, torch.Tensor]:
+    """Δw [B,D] fitted to each pseudo sample from `start` (L1 + L_dis + λ_E‖Δw‖², Eq. 16, per sample, Adam).
+
+    Returns (I_p = G(w + ψ·Δw) [B,3,S,S] in [-1,1], Δw), both detached. Only Δw receives gradients;
+    the generator and the feature distance are frozen.
+    """
+    offset = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([offset], lr=fit.lr)
+    with torch.enable_grad(), frozen(projector.generator, fit.dis):
+        for _ in range(fit.steps):
+            projected = projector.generate(latent, offset)
+            losses = {"l1": masked_l1(projected, pseudo.image, pseudo.mask),
+                      "dis": fit.dis(projected, pseudo.image, pseudo.mask),
+                      "reg": offset.pow(2).mean()}
+            optimizer.zero_grad(set_to_none=True)
+            # Each sample's Δw only reaches its own image's terms, and Adam scales every element's
+            # step on its own, so the samples are fitted (almost) as if alone.
+            _weighted_total(losses, fit.weights).backward()
+            optimizer.step()
+    with torch.no_grad():
+        return projector.generate(latent, offset), offset.detach()
+
+
 @torch.no_grad()
 def step2_collect(nets: nn.Module, state: CanonicalState, sampler: PseudoSampler, projector: LatentProjector,
                   latent: torch.Tensor, batch: int, iters: int, generator: torch.Generator,
-                  gan_image: torch.Tensor | None = None, progress: bool = False, desc: str = "collect"
-                  ) -> ProjectedSamples:
-    """`iters` batches of fresh pseudo samples projected through the GAN (no gradient) → `ProjectedSamples` on the CPU."""
+                  gan_image: torch.Tensor | None = None, progress: bool = False, desc: str = "collect",
+                  fit: OffsetFit | None = None) -> ProjectedSamples:
+    """`iters` batches of fresh pseudo samples projected through the GAN → `ProjectedSamples` on the CPU.
+
+    fit: None projects with the encoder alone (GAN2Shape); else each sample's Δw is then fitted
+    to it (`fit_offsets`), so the projections show what the generator can draw at that view.
+    """
     from tqdm import tqdm
 
     images, masks = [], []
     for _ in tqdm(range(iters), desc=desc, disable=not progress, dynamic_ncols=True, leave=False):
         pseudo = sampler(state, batch, generator)
-        projected, _ = _project(nets, pseudo, projector, latent, gan_image)
+        projected, offset = _project(nets, pseudo, projector, latent, gan_image)
+        if fit is not None and fit.steps > 0:
+            projected, _ = fit_offsets(projector, latent, pseudo, offset, fit)
         images.append(projected.cpu())
         masks.append(pseudo.mask.cpu())
     return ProjectedSamples(torch.cat(images), torch.cat(masks))
