@@ -426,3 +426,41 @@ def test_projected_samples_cycle_and_reshuffle():
     again = ProjectedSamples(images, torch.ones(5, 1, 2, 2))
     rng = torch.Generator().manual_seed(0)
     assert [again.next_batch(2, rng)[0][:, 0, 0, 0].tolist() for _ in range(4)] == seen
+
+
+def test_offset_fit_lowers_eq16_and_moves_only_the_offsets(world):
+    from toon3d.shape.steps import OffsetFit, fit_offsets, step2_collect
+
+    settings, g, d, image, w, *_ = world
+    nets = make_nets(settings)
+    tools = make_tools(world)
+    state = canonical_state(nets, image, tools, torch.ones(1, 1, SIZE, SIZE))
+    projector = projector_for(world)
+    dis = DiscriminatorFeatureDistance(d, 3)
+    pseudo = sampler_for(world)(state, 2, torch.Generator().manual_seed(0))
+    start = projector.offset(nets.encoder, pseudo.image).detach()
+    before = {k: v.clone() for k, v in [*g.state_dict().items(), *d.state_dict().items()]}
+
+    @torch.no_grad()
+    def eq16(offset):
+        projected = projector.generate(w, offset)
+        return float(torch.nn.functional.l1_loss(projected, pseudo.image, reduction="none").mul(pseudo.mask).sum()
+                     / pseudo.mask.expand_as(projected).sum() + dis(projected, pseudo.image, pseudo.mask)
+                     + 0.01 * offset.pow(2).mean())
+
+    fit = OffsetFit(15, 0.05, dis, LossWeights())
+    images, offsets = fit_offsets(projector, w, pseudo, start, fit)
+    assert images.shape == pseudo.image.shape and not offsets.requires_grad
+    assert eq16(offsets) < eq16(start)
+    for k, v in [*g.state_dict().items(), *d.state_dict().items()]:
+        assert torch.equal(v, before[k]), k
+    assert no_grads(g, d, nets)
+    # Collection with a fit: same pseudo samples (same seed), projections now fitted.
+    plain = step2_collect(nets, state, sampler_for(world), projector, w, 2, 1, torch.Generator().manual_seed(0))
+    fitted = step2_collect(nets, state, sampler_for(world), projector, w, 2, 1, torch.Generator().manual_seed(0),
+                           fit=fit)
+    torch.testing.assert_close(plain.masks, fitted.masks)
+    torch.testing.assert_close(fitted.images, images)
+    assert not torch.equal(plain.images, fitted.images)
+    with pytest.raises(Exception, match="projection_fit_steps"):
+        preset("tiny", projection_fit_steps=-1)
