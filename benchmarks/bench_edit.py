@@ -334,10 +334,11 @@ def run(args: argparse.Namespace) -> dict:
     timings = []
     if args.timing_repeats > 0:
         n0 = (jobs[0][2] * factor.direction(jobs[0][1]) if jobs else factor.direction(0)).to(device)
-        for mode in modes:
-            runs = [time_edit(g, w_all[:1], n0, args.strength, embedder, mask.fn, mode, args.steps, args.lr)
+        for mode, ident in variants:
+            runs = [time_edit(g, w_all[:1], n0, args.strength, refiners[ident], mask.fn, mode, args.steps, args.lr)
                     for _ in range(args.timing_repeats)]
-            timings.append(_timing(f"{loaded.source} ({g.size} px)", mode, runs, args.threads, mask.name))
+            label = mode + ("" if ident == "dlib" else f" ({ident})")
+            timings.append(_timing(f"{loaded.source} ({g.size} px)", label, runs, args.threads, mask.name))
     if args.timing_256 > 0:
         big = random_256_generator()
         with torch.no_grad():
