@@ -165,3 +165,6 @@ def test_avatar_edits_take_the_chosen_identity_network():
     assert isinstance(models.edit_embedder, SynFaceEmbedder) and models._embedder is None  # 3D's dlib not loaded
     same = AvatarModels(AvatarSettings(edit_identity="dlib"), torch.device("cpu"))
     assert same.edit_embedder is same.embedder  # one network when both stages ask for the same
+    # The refinement's mask is chosen as `toon3d edit --mask auto` chooses it (the bench measured that).
+    assert models.edit_mask.name == "synface"
+    assert AvatarModels(AvatarSettings(edit_mask="ellipse"), torch.device("cpu")).edit_mask.name == "ellipse"

@@ -61,6 +61,7 @@ class AvatarSettings:
     refine_lr: float = 0.1
     identity: str = "dlib"                # identity network of L_id in 3D and of photo inversion
     edit_identity: str = "auto"           # of the Stage 2 refinement: auto = synface on the built-in base, else dlib
+    edit_mask: str = "auto"               # face mask of its f_low: auto|bisenet|synface|ellipse|none (as toon3d edit)
     factor: str | None = None             # factor.pt from `toon3d directions` (default: factorise now)
     preset: str = "cpu"                   # Stage 3 preset: cpu | paper | tiny | released
     instant: bool = False                 # feed-forward 3D only (the pretrained reconstructor)
@@ -262,7 +263,7 @@ class AvatarModels:
     def __init__(self, settings: AvatarSettings, device: torch.device) -> None:
         self.settings = settings
         self.device = device
-        self._human = self._style = self._embedder = self._edit_embedder = None
+        self._human = self._style = self._embedder = self._edit_embedder = self._edit_mask = None
         self._directions = None
         self._expression_reader = None
         self.use_shipped_table = True  # tools/ship_directions.py turns it off to measure afresh
@@ -321,6 +322,17 @@ class AvatarModels:
             self._edit_embedder = (self.embedder if name == self.settings.identity
                                    else load_identity_embedder(name).to(self.device).eval())
         return self._edit_embedder
+
+    @property
+    def edit_mask(self):
+        """The face mask of the refinement's low-level loss (`toon3d.edit.masks.MaskSource`), chosen as `toon3d edit` does."""
+        if self._edit_mask is None:
+            from toon3d.edit.masks import choose_mask
+            from toon3d.edit.name_by import is_builtin_base
+
+            self._edit_mask = choose_mask(self.settings.edit_mask, builtin_generator=is_builtin_base(self.settings.ckpt),
+                                          device=self.device)
+        return self._edit_mask
 
     @property
     def expression_reader(self):
@@ -449,7 +461,6 @@ def stage_faces(folder: Path, source: AvatarSource, models: AvatarModels, progre
 def stage_edits(folder: Path, faces: Path, models: AvatarModels, progress: bool) -> dict:
     """Every expression: direction (+ refinement on G_base) → its W code, human and cartoon image."""
     from toon3d.edit.directions import apply_direction
-    from toon3d.edit.masks import face_ellipse_mask
     from toon3d.edit.refine import refine_direction
     from toon3d.io.images import save_png
 
@@ -478,7 +489,7 @@ def stage_edits(folder: Path, faces: Path, models: AvatarModels, progress: bool)
             def low(images):
                 return embedder.features(images, 4)[-1]
 
-            result = refine_direction(g, w, n, strength, embedder.embed, low, face_ellipse_mask, settings.refine,
+            result = refine_direction(g, w, n, strength, embedder.embed, low, models.edit_mask.fn, settings.refine,
                                       settings.refine_steps, settings.refine_lr, layers=factor.layers,
                                       synthesis_size=settings.edit_size)
             delta = result.delta_w
@@ -630,6 +641,8 @@ def _models_record(models: AvatarModels) -> dict:
         record["identity"] = {"name": models.settings.identity}
     if models._edit_embedder is not None:
         record["edit_identity"] = {"name": models.edit_identity}
+    if models._edit_mask is not None:
+        record["edit_mask"] = {"name": models._edit_mask.name, "note": models._edit_mask.note}
     extra = getattr(models, "shape_record", None)
     if extra:
         record["reconstructor"] = extra

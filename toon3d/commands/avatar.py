@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--edit-identity", choices=["auto", "dlib", "synface", "lresnet"], default="auto",
                    help="identity network of the Stage 2 refinement: auto (default: synface, trained on SynFace "
                         "identities, on the built-in base; dlib otherwise), dlib, synface, lresnet (user-supplied)")
+    p.add_argument("--edit-mask", choices=["auto", "bisenet", "synface", "ellipse", "none"], default="auto",
+                   help="face mask of the refinement's low-level loss, as toon3d edit --mask (auto: the SynFace "
+                        "parser on the built-in base, else BiSeNet from the models folder, else the ellipse)")
     p.add_argument("--edit-size", default="full", metavar="N|full",
                    help="compute the refinement's losses on G_base stopped at N px plus the full image's residual "
                         "at w (toon3d.stylegan2.early_exit): 128 takes a 256 px generator's edit in about 60%% of "
@@ -118,7 +121,7 @@ def settings_from_args(args: argparse.Namespace):
     expressions = tuple(parse_expression(e) for e in args.expression) if args.expression else defaults
     formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
     settings = AvatarSettings(ckpt=args.ckpt, style=args.style, blend=not args.no_blend, expressions=expressions,
-                              truncation=args.truncation, refine=args.refine, edit_identity=args.edit_identity,
+                              truncation=args.truncation, refine=args.refine, edit_identity=args.edit_identity, edit_mask=args.edit_mask,
                               factor=args.factor,
                               preset=args.preset, instant=args.instant, reconstructor=args.reconstructor,
                               frames=args.frames, fps=args.fps, formats=formats,
