@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                          "slope_seen_vs_asked": float((a * s).sum() / (a * a).sum()),
                          "l1_to_target": float(np.mean([x["l1_to_target"] for x in r]))}
     print(f"{args.n} faces × yaw changes {deltas} ({time.perf_counter() - start:.0f} s); generator {loaded.source}")
-    print("| projection | mean abs(apparent − asked yaw) | slope of apparent vs asked change | L1 to the true turned face |")
+    print("| projection | mean abs(apparent − asked yaw) | slope of apparent vs asked change "
+          "| L1 to the true turned face |")
     print("|---|---|---|---|")
     for name, f in figures.items():
         print(f"| {name} | {f['yaw_error_deg']:.1f}° | {f['slope_seen_vs_asked']:.2f} | {f['l1_to_target']:.3f} |")

@@ -61,7 +61,8 @@ def base_figures(embedder: SynFaceEmbedder, n: int = 256) -> dict:
     d = torch.cdist(eg.double(), er.double())
     own = d.diagonal()
     others = d[~torch.eye(n, dtype=torch.bool)]
-    return {"source": loaded.source, "n": n, "rank1_render_of_own_latent": float((d.argmin(1) == torch.arange(n)).double().mean()),
+    rank1 = float((d.argmin(1) == torch.arange(n)).double().mean())
+    return {"source": loaded.source, "n": n, "rank1_render_of_own_latent": rank1,
             "mean_distance_own_render": float(own.mean()), "mean_distance_other_renders": float(others.mean()),
             "own_render_within_threshold": (float((own <= embedder.same_person_threshold).double().mean())
                                             if embedder.same_person_threshold is not None else None)}
@@ -76,7 +77,8 @@ def summary(f: dict) -> dict:
     h, b = f["heldout_synface"], f["base_generator"]
     return {"held-out identities: EER / its L2 threshold": f"{h['eer']:.4f} / {h['eer_threshold']:.4f}",
             "held-out: TAR at 1% FAR / rank-1": f"{h['tar_at_far_1pct']:.4f} / {h['rank1']:.4f}",
-            "held-out: mean L2 same / different identity": f"{h['mean_distance_same']:.4f} / {h['mean_distance_different']:.4f}",
+            "held-out: mean L2 same / different identity":
+                f"{h['mean_distance_same']:.4f} / {h['mean_distance_different']:.4f}",
             "base samples: rank-1 of own latent's render among 256 / own render within threshold":
                 f"{b['rank1_render_of_own_latent']:.4f} / {b['own_render_within_threshold']}",
             "base samples: mean L2 to own render / other renders":

@@ -325,13 +325,13 @@ class AvatarModels:
 
     @property
     def edit_mask(self):
-        """The face mask of the refinement's low-level loss (`toon3d.edit.masks.MaskSource`), chosen as `toon3d edit` does."""
+        """The refinement's low-level-loss face mask (`toon3d.edit.masks.MaskSource`), chosen as `toon3d edit` does."""
         if self._edit_mask is None:
             from toon3d.edit.masks import choose_mask
             from toon3d.edit.name_by import is_builtin_base
 
-            self._edit_mask = choose_mask(self.settings.edit_mask, builtin_generator=is_builtin_base(self.settings.ckpt),
-                                          device=self.device)
+            builtin = is_builtin_base(self.settings.ckpt)
+            self._edit_mask = choose_mask(self.settings.edit_mask, builtin_generator=builtin, device=self.device)
         return self._edit_mask
 
     @property

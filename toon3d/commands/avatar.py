@@ -121,8 +121,8 @@ def settings_from_args(args: argparse.Namespace):
     expressions = tuple(parse_expression(e) for e in args.expression) if args.expression else defaults
     formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
     settings = AvatarSettings(ckpt=args.ckpt, style=args.style, blend=not args.no_blend, expressions=expressions,
-                              truncation=args.truncation, refine=args.refine, edit_identity=args.edit_identity, edit_mask=args.edit_mask,
-                              factor=args.factor,
+                              truncation=args.truncation, refine=args.refine, edit_identity=args.edit_identity,
+                              edit_mask=args.edit_mask, factor=args.factor,
                               preset=args.preset, instant=args.instant, reconstructor=args.reconstructor,
                               frames=args.frames, fps=args.fps, formats=formats,
                               expression_from=args.expression_from, drive=args.drive, neutral=args.neutral,

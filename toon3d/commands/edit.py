@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "default full (the paper)")
     parser.add_argument("--identity", default="auto",
                         help="identity network of L_id and f_low: auto (default: synface on the built-in base "
-                             "without --identity-weights, else dlib), dlib (dlib's face ResNet), synface (the built-in world's, trained on "
-                             "SynFace identities) or lresnet (the paper's, user-supplied)")
+                             "without --identity-weights, else dlib), dlib (dlib's face ResNet), synface (the "
+                             "built-in world's, trained on SynFace identities) or lresnet (the paper's, user-supplied)")
     parser.add_argument("--identity-weights", default=None, metavar="PATH",
                         help="weights of the identity network (default: found in the models folder or package)")
     parser.add_argument("--mask", default="auto",
