@@ -227,3 +227,39 @@ def test_cpu_preset_on_the_builtin_cartoon_generator():
     assert border - centre > 0.05  # the face stands out of the background by over half the depth range
     step1 = [h["total"] for h in result.history if h["step"] == "step1"]
     assert step1[-1] < step1[0]
+
+
+def test_residual_depth_starts_exactly_at_the_prior_and_resumes(gan, tmp_path, monkeypatch):
+    from toon3d.shape.photo_geometry import depth_from_raw
+    from toon3d.shape.prior import add_output_offset, ellipsoid_depth, prior_offset, representable_shift, zero_output_layer
+
+    settings = preset("tiny")
+    geometry = settings.geometry()
+    nets, _ = build_nets(settings, STYLE_DIM, 0, None)
+    mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    mask[6:28, 8:24] = True
+    target = ellipsoid_depth(mask, "box", 0.975, 1.02)
+    zero_output_layer(nets.depth)
+    handle = add_output_offset(nets.depth, prior_offset(target, geometry.min_depth, geometry.max_depth))
+    _, raw = depth_from_raw(nets.depth(gan[2])[:, 0], geometry)
+    shift = representable_shift(target, geometry.min_depth, geometry.max_depth)
+    torch.testing.assert_close(raw[0], target + shift, rtol=0, atol=1e-5)  # no fit, no stripes
+    handle.remove()
+    _, bare = depth_from_raw(nets.depth(gan[2])[:, 0], geometry)
+    assert bare.std() < 1e-6  # the zeroed net alone: a constant plane
+    # End to end: the depth net learns a residual (its output layer moved off zero), and a resume
+    # re-attaches the image's prior offset (it is not in the state) and repeats the result exactly.
+    residual = dataclasses.replace(preset("tiny"), depth_start="residual", **RESUME_SETTINGS)
+    whole = run(gan, residual)
+    assert whole.prior_fitted and 0.9 <= whole.depth.min() <= whole.depth.max() <= 1.1
+    last = max((k for k in whole.nets_state if k.startswith("depth.network.") and k.endswith(".weight")
+                and whole.nets_state[k].dim() == 4), key=lambda k: int(k.split(".")[2]))
+    assert whole.nets_state[last].abs().max() > 0
+    folder = tmp_path / "ckpt"
+    with monkeypatch.context() as patch:
+        _kill_on(patch, "step3", 4)
+        with pytest.raises(Killed):
+            run(gan, residual, checkpoint_dir=folder)
+    resumed = run(gan, residual, checkpoint_dir=folder)
+    assert torch.equal(resumed.depth, whole.depth) and resumed.history == whole.history
+    assert "depth_start" in one_line_error(preset, "tiny", depth_start="warp")

@@ -101,6 +101,38 @@ def representable_shift(target: torch.Tensor, min_depth: float, max_depth: float
     return (lo + hi) / 2
 
 
+DEPTH_STARTS = ("fit", "residual")
+
+
+def prior_offset(target: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
+    """The raw depth-net output [S,S] whose depth (`depth_from_raw`) is `target` [S,S] + `representable_shift`.
+
+    atanh of the shifted prior scaled to (−1, 1), mean-centred (the shift makes its mean 0 up to the
+    bisection's precision, so the centring only removes that residue).
+    """
+    shifted = target + representable_shift(target, min_depth, max_depth)
+    half, mid = (max_depth - min_depth) / 2, (max_depth + min_depth) / 2
+    raw = torch.atanh(((shifted - mid) / half).clamp(-1 + 1e-6, 1 - 1e-6))
+    return raw - raw.mean()
+
+
+def zero_output_layer(depth_net: nn.Module) -> None:
+    """Zero the weights (and bias) of the depth net's last convolution, so its output starts at 0."""
+    convs = [m for m in depth_net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    if not convs:
+        raise Toon3dError("the depth net has no convolution to zero; depth_start=residual needs a conv output layer")
+    with torch.no_grad():
+        convs[-1].weight.zero_()
+        if convs[-1].bias is not None:
+            convs[-1].bias.zero_()
+
+
+def add_output_offset(depth_net: nn.Module, offset: torch.Tensor):
+    """Make depth_net(image) return its output + offset [S,S] (a forward hook; returns its handle)."""
+    offset = offset.detach()[None, None]
+    return depth_net.register_forward_hook(lambda module, inputs, output: output + offset.to(output))
+
+
 def fit_depth_to(depth_net: nn.Module, image: torch.Tensor, target_depth: torch.Tensor, settings,
                  steps: int = 1000, lr: float = 1e-4, wd: float = 5e-4, progress: bool = False,
                  schedule: str = "constant", centre: bool = False) -> list[float]:

@@ -33,7 +33,7 @@ from toon3d.shape.latent_offset import (DiscriminatorFeatureDistance, FeatureDis
                                         PerceptualFeatureDistance, mapping_network)
 from toon3d.shape.networks import ShapeNets
 from toon3d.shape.photo_geometry import check_image, decompose, reconstruct
-from toon3d.shape.prior import ellipsoid_depth, fit_depth_to
+from toon3d.shape.prior import add_output_offset, ellipsoid_depth, fit_depth_to, prior_offset, zero_output_layer
 from toon3d.shape.pseudo import LightRanges, PseudoSampler, ViewPrior, default_view_prior
 from toon3d.shape.renderer import Renderer
 from toon3d.shape.settings import STEP_NAMES, ReconstructionSettings, changed_settings
@@ -311,11 +311,28 @@ def _save(ckpt: _Checkpoint, fixed: _Fixed, seed: int, nets: ShapeNets, rng: tor
                "samples_cursor": samples.cursor if samples is not None else 0})
 
 
-def _fit_prior(fixed: _Fixed, nets: ShapeNets) -> None:
-    """Fit D to the ellipsoid prior of the face mask (REFERENCE §6.6)."""
+def _prior_target(fixed: _Fixed) -> torch.Tensor:
+    """The ellipsoid prior [S,S] of this image's face mask (REFERENCE §6.6)."""
     s = fixed.settings
-    target = ellipsoid_depth((fixed.face_mask[0, 0] >= s.prior_mask_threshold).cpu(), s.prior_kind,
-                             s.prior_near, s.prior_far, s.prior_radius).to(fixed.device)
+    return ellipsoid_depth((fixed.face_mask[0, 0] >= s.prior_mask_threshold).cpu(), s.prior_kind,
+                           s.prior_near, s.prior_far, s.prior_radius).to(fixed.device)
+
+
+def _attach_prior_offset(fixed: _Fixed, nets: ShapeNets):
+    """depth_start=residual: D's raw output + this image's prior offset (recomputed on resume: it is a
+    function of the image's mask and the settings alone)."""
+    g = fixed.tools.geometry
+    return add_output_offset(nets.depth, prior_offset(_prior_target(fixed), g.min_depth, g.max_depth))
+
+
+def _fit_prior(fixed: _Fixed, nets: ShapeNets) -> None:
+    """Start D at the ellipsoid prior of the face mask: fit it (REFERENCE §6.6), or zero its output layer
+    (depth_start=residual, where the prior is added to its output)."""
+    s = fixed.settings
+    if s.depth_start == "residual":
+        zero_output_layer(nets.depth)
+        return
+    target = _prior_target(fixed)
     fit_depth_to(nets.depth, fixed.image, target, fixed.tools.geometry, steps=s.prior_fit_steps, lr=s.prior_lr,
                  wd=s.weight_decay, progress=fixed.progress, schedule=s.prior_schedule,
                  centre=s.prior_centre)
@@ -388,7 +405,10 @@ def reconstruct_image(image: torch.Tensor, latent: torch.Tensor, generator: nn.M
     nets.to(device).train()
     rng = torch.Generator().manual_seed(seed)
     ckpt = _Checkpoint(checkpoint_dir)
-    state = _restore(ckpt, fixed, seed, nets, rng, _Progress(prior_done=has_depth and not settings.prior_refit))
+    residual = settings.depth_start == "residual"
+    state = _restore(ckpt, fixed, seed, nets, rng,
+                     _Progress(prior_done=has_depth and not (settings.prior_refit or residual)))
+    offset = _attach_prior_offset(fixed, nets) if residual else None
 
     def checkpoint(optimizer: torch.optim.Optimizer | None) -> None:
         _save(ckpt, fixed, seed, nets, rng, state, optimizer)
@@ -413,6 +433,8 @@ def reconstruct_image(image: torch.Tensor, latent: torch.Tensor, generator: nn.M
         dec = decompose(nets, fixed.image, fixed.tools.geometry)
         recon = reconstruct(fixed.tools.renderer, dec)
         final = canonical_state(nets, fixed.image, fixed.tools, fixed.pseudo_mask)
+    if offset is not None:
+        offset.remove()  # the nets leave without this image's prior
     return ShapeResult(depth=dec.depth.cpu(), albedo=dec.albedo.cpu(), view=dec.view.cpu(), light=dec.light.cpu(),
                        texture=recon.texture.cpu(), normal=recon.normal.cpu(), recon=recon.image.cpu(),
                        recon_mask=recon.mask.cpu(), recon_depth=recon.recon_depth.cpu(),

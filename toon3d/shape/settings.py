@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from toon3d.errors import Toon3dError
 from toon3d.shape.networks import ShapeNetConfig
 from toon3d.shape.photo_geometry import GeometrySettings
-from toon3d.shape.prior import PRIOR_KINDS, PRIOR_SCHEDULES
+from toon3d.shape.prior import DEPTH_STARTS, PRIOR_KINDS, PRIOR_SCHEDULES
 
 STEP_NAMES = ("step1", "step2", "step3")
 PERCEPTUAL_KINDS = ("vgg", "dlib", "none")
@@ -95,6 +95,12 @@ class ReconstructionSettings:
     # Fit D to this image's mask prior even when a pretrained reconstructor gives a depth net (GAN2Shape
     # fits the prior per image; the pretrained A, V, L and E are kept).
     prior_refit: bool = False
+    # How D starts from the prior: "fit" trains it to the prior (GAN2Shape); "residual" zeroes D's
+    # output layer and adds this image's prior as a fixed offset to its raw output, so the depth
+    # starts exactly at the prior and D learns a correction (toon3d.shape.prior.prior_offset). The
+    # 16-channel D cannot hold some images' priors (stripes: MAD 35.5° against the prior's 23.1°
+    # on SynFace test image 0); the offset needs no fit. Implies the per-image prior (prior_refit).
+    depth_start: str = "fit"
     # Photo-geometric model (§6.2 common values).
     fov_deg: float = 10.0
     min_depth: float = 0.9
@@ -205,6 +211,8 @@ class ReconstructionSettings:
             raise Toon3dError(f"lr must be 3 positive numbers (step1, step2, step3), got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise Toon3dError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.depth_start not in DEPTH_STARTS:
+            raise Toon3dError(f"depth_start must be one of {', '.join(DEPTH_STARTS)}, got {self.depth_start!r}")
         if self.prior_schedule not in PRIOR_SCHEDULES:
             raise Toon3dError(f"prior_schedule must be one of {', '.join(PRIOR_SCHEDULES)}, "
                               f"got {self.prior_schedule!r}")
