@@ -230,12 +230,10 @@ def oracle_from_state(state: dict[str, torch.Tensor], config: dict, source: str,
     except (KeyError, TypeError, ValueError):
         raise Toon3dError(f"{source} has no valid attribute-oracle config; retrain it with "
                           "tools/train_synface_nets.py") from None
-    net = AttributeOracleNet(cfg)
-    try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    except RuntimeError as err:
-        raise Toon3dError(f"{source} does not match the attribute-oracle architecture "
-                          f"({str(err).splitlines()[0]}); retrain it with tools/train_synface_nets.py") from None
+    from toon3d.io.checkpoint import load_float_state
+
+    net = load_float_state(AttributeOracleNet(cfg), state, source, "attribute-oracle",
+                           "retrain it with tools/train_synface_nets.py")
     return AttributeOracle(net, r2)
 
 

@@ -114,9 +114,10 @@ def choose_identity(choice: str, ckpt: str, weights: str | os.PathLike | None = 
     """`auto` → "synface" for the built-in base (the world that network was trained on) when it is
     shipped and no weights file is given, else "dlib" (the offline default); other choices pass through."""
     from toon3d.edit.name_by import is_builtin_base
+    from toon3d.faces.synface_identity import WEIGHTS_NAME
     from toon3d.models import WEIGHTS_DIR
 
     if choice != "auto":
         return choice
-    shipped = (WEIGHTS_DIR / "identity_synface.safetensors").is_file()
+    shipped = (WEIGHTS_DIR / f"{WEIGHTS_NAME}.safetensors").is_file()
     return "synface" if is_builtin_base(ckpt) and shipped and weights is None else "dlib"

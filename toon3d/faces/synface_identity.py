@@ -140,13 +140,10 @@ def identity_net_from_state(state: dict[str, torch.Tensor], config: dict, source
     except (KeyError, TypeError, ValueError):
         raise Toon3dError(f"{source} has no valid SynFace identity config; retrain it with "
                           "tools/train_synface_identity.py") from None
-    net = SynFaceIdentityNet(cfg)
-    try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    except RuntimeError as err:
-        raise Toon3dError(f"{source} does not match the SynFace identity architecture "
-                          f"({str(err).splitlines()[0]}); retrain it with tools/train_synface_identity.py") from None
-    return net.eval()
+    from toon3d.io.checkpoint import load_float_state
+
+    return load_float_state(SynFaceIdentityNet(cfg), state, source, "SynFace identity",
+                            "retrain it with tools/train_synface_identity.py").eval()
 
 
 def load_synface_embedder(path: str | os.PathLike | None = None) -> SynFaceEmbedder:

@@ -142,12 +142,10 @@ def parser_from_state(state: dict[str, torch.Tensor], config: dict, source: str)
     if cfg.n_classes != len(PARSER_CLASSES):
         raise Toon3dError(f"{source} predicts {cfg.n_classes} classes, this toon3d expects {len(PARSER_CLASSES)}; "
                           "retrain it with tools/train_synface_nets.py")
-    net = SynFaceParserNet(cfg)
-    try:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    except RuntimeError as err:
-        raise Toon3dError(f"{source} does not match the SynFace parser architecture "
-                          f"({str(err).splitlines()[0]}); retrain it with tools/train_synface_nets.py") from None
+    from toon3d.io.checkpoint import load_float_state
+
+    net = load_float_state(SynFaceParserNet(cfg), state, source, "SynFace parser",
+                           "retrain it with tools/train_synface_nets.py")
     return SynFaceParser(net)
 
 

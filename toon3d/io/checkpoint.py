@@ -147,6 +147,18 @@ def save_model(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], 
     return path
 
 
+def load_float_state(net: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, what: str,
+                     retrain: str) -> torch.nn.Module:
+    """Load `state` (fp16 shipped weights become float32) into `net` strictly; a mismatch is one line
+    naming `source`, the architecture `what` and the `retrain` hint. Returns `net`."""
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    except RuntimeError as err:
+        raise Toon3dError(f"{source} does not match the {what} architecture ({str(err).splitlines()[0]}); "
+                          f"{retrain}") from None
+    return net
+
+
 def load_model_file(path: str | os.PathLike) -> ModelFile:
     """Read a file written by `save_model`; tensors land on the CPU."""
     from safetensors import SafetensorError, safe_open

@@ -217,6 +217,14 @@ def _project(nets: nn.Module, pseudo: PseudoBatch, projector: LatentProjector, l
     return projector.generate(latent, offset), offset
 
 
+def _eq16_terms(projected: torch.Tensor, pseudo: PseudoBatch, offset: torch.Tensor,
+                dis: FeatureDistance) -> dict[str, torch.Tensor]:
+    """Eq. 16's unweighted terms of projections I_p against their pseudo samples: {'l1','dis','reg'}."""
+    return {"l1": masked_l1(projected, pseudo.image, pseudo.mask),
+            "dis": dis(projected, pseudo.image, pseudo.mask),
+            "reg": offset.pow(2).mean()}
+
+
 def step2_losses(nets: nn.Module, state: CanonicalState, sampler: PseudoSampler, projector: LatentProjector,
                  dis: FeatureDistance, latent: torch.Tensor, batch: int, generator: torch.Generator,
                  weights: LossWeights, gan_image: torch.Tensor | None = None
@@ -228,9 +236,7 @@ def step2_losses(nets: nn.Module, state: CanonicalState, sampler: PseudoSampler,
     with frozen(projector.generator, dis):
         pseudo = sampler(state, batch, generator)
         projected, offset = _project(nets, pseudo, projector, latent, gan_image)
-        losses = {"l1": masked_l1(projected, pseudo.image, pseudo.mask),
-                  "dis": dis(projected, pseudo.image, pseudo.mask),
-                  "reg": offset.pow(2).mean()}
+        losses = _eq16_terms(projected, pseudo, offset, dis)
         losses["total"] = _weighted_total(losses, weights)
     return losses, pseudo, projected
 
@@ -302,9 +308,7 @@ def fit_offsets(projector: LatentProjector, latent: torch.Tensor, pseudo: Pseudo
     with torch.enable_grad(), frozen(projector.generator, fit.dis):
         for _ in range(fit.steps):
             projected = projector.generate(latent, offset)
-            losses = {"l1": masked_l1(projected, pseudo.image, pseudo.mask),
-                      "dis": fit.dis(projected, pseudo.image, pseudo.mask),
-                      "reg": offset.pow(2).mean()}
+            losses = _eq16_terms(projected, pseudo, offset, fit.dis)
             optimizer.zero_grad(set_to_none=True)
             # Each sample's Δw only reaches its own image's terms, and Adam scales every element's
             # step on its own, so the samples are fitted (almost) as if alone.
