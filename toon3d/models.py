@@ -286,7 +286,7 @@ def resolve_generator(spec: str, overrides=None, truncation_mean_samples: int | 
 
     if spec == "default":
         spec = DEFAULT_GENERATOR
-    if spec in UNTRAINED_SEEDS and not Path(spec).exists():
+    if spec in UNTRAINED_SEEDS and not Path(spec).is_file():
         loaded = default_generator(spec, truncation_mean_samples, blend=blend)
         if overrides is not None:
             check_overrides({k: loaded.config[k] for k in ("size", "style_dim", "n_mlp", "channel_multiplier",

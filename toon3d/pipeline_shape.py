@@ -37,7 +37,7 @@ def builtin_world(spec: str) -> str | None:
     """The built-in world whose pretrained reconstructor fits generator `spec` (None for user files)."""
     from toon3d.shape.instant import SHAPE_WORLDS
 
-    return spec if spec in SHAPE_WORLDS and not Path(spec).exists() else None
+    return spec if spec in SHAPE_WORLDS and not Path(spec).is_file() else None
 
 
 def load_pretrained(spec: str, options: ShapeOptions, device):

@@ -28,7 +28,7 @@ BUILTIN_BASE_SPECS = ("base", "default")
 
 def is_builtin_base(ckpt: str) -> bool:
     """True when --ckpt names the built-in base generator (not a file that happens to be called so)."""
-    return ckpt in BUILTIN_BASE_SPECS and not Path(ckpt).exists()
+    return ckpt in BUILTIN_BASE_SPECS and not Path(ckpt).is_file()
 
 
 def oracle_available() -> bool:

@@ -112,7 +112,7 @@ def load_shape_model(path: str | os.PathLike, encoder: dict | None = None,
 def resolve_shape_model(spec: str, encoder: dict | None = None,
                         device: torch.device | str = "cpu") -> tuple[ShapeNets, GeometrySettings, dict]:
     """A built-in world name (base, cartoon, toon) or a file path → `load_shape_model`."""
-    if spec in SHAPE_WORLDS and not Path(spec).exists():
+    if spec in SHAPE_WORLDS and not Path(spec).is_file():
         path = builtin_shape_path(spec)
         if not path.is_file():
             raise Toon3dError(f"the built-in {spec} reconstructor is not shipped yet ({path} missing); train one with "
