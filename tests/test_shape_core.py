@@ -398,6 +398,9 @@ def test_prior_fit_schedule_is_checked():
     from toon3d.shape.settings import preset
 
     assert preset("cpu").prior_schedule == "cosine" and preset("paper").prior_schedule == "constant"
+    # The cpu preset starts D at the image's own prior (residual); the paper fits it as GAN2Shape does.
+    assert preset("cpu").depth_start == "residual" and preset("paper").depth_start == "fit"
+    assert preset("released").depth_start == "fit"
     assert "prior_schedule" in one_line_error(preset, "cpu", prior_schedule="linear")
 
 
