@@ -263,3 +263,59 @@ def test_residual_depth_starts_exactly_at_the_prior_and_resumes(gan, tmp_path, m
     resumed = run(gan, residual, checkpoint_dir=folder)
     assert torch.equal(resumed.depth, whole.depth) and resumed.history == whole.history
     assert "depth_start" in one_line_error(preset, "tiny", depth_start="warp")
+
+
+def _prior_of(mask: torch.Tensor, view: torch.Tensor | None, settings):
+    """schedule._prior_target for a mask [S,S] and a start view [1,6] (None: prior_frame='view')."""
+    from types import SimpleNamespace
+
+    from toon3d.shape.renderer import Renderer
+
+    renderer = Renderer(settings.geometry().renderer_settings())
+    fixed = SimpleNamespace(settings=settings, face_mask=mask.float()[None, None], device=torch.device("cpu"),
+                            prior_view=view, tools=SimpleNamespace(renderer=renderer))
+    return schedule._prior_target(fixed), renderer
+
+
+def test_canonical_prior_frame_covers_the_mask_at_the_start_view():
+    from toon3d.shape.photo_geometry import view_rt
+
+    settings = dataclasses.replace(preset("tiny"), prior_near=0.975, prior_frame="canonical")
+    mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    mask[6:28, 11:25] = True
+    in_view, renderer = _prior_of(mask, None, settings)
+    frontal, _ = _prior_of(mask, torch.zeros(1, 6), settings)
+    # At the frontal view the canonical frame is the view's: the same ellipsoid.
+    torch.testing.assert_close(frontal, in_view, rtol=0, atol=1e-4)
+    # A head the view net sees turned by 25°: GAN2Shape's prior (the view's ellipsoid taken as the
+    # canonical depth) rendered at that view slides off the mask; the canonical-frame prior covers it.
+    view = torch.tensor([[0.0, torch.deg2rad(torch.tensor(25.0)).item(), 0.0, 0.0, 0.0, 0.0]])
+    turned, _ = _prior_of(mask, view, settings)
+    assert not torch.allclose(turned, in_view)
+
+    def iou(depth):
+        R, t = view_rt(view)
+        _, valid, seen = renderer.render_view(torch.zeros(1, 3, SIZE, SIZE), depth[None], R, t)
+        face = (seen[0] < settings.prior_far - 1e-3) & (valid[0, 0] > 0.5)
+        return float((face & mask).sum() / (face | mask).sum())
+
+    assert iou(turned) > iou(in_view) + 0.05
+
+
+def test_canonical_prior_frame_resumes_exactly(gan, tmp_path, monkeypatch):
+    calls = []
+    real = schedule.start_view
+    monkeypatch.setattr(schedule, "start_view", lambda *a: calls.append(1) or real(*a))
+    settings = dataclasses.replace(preset("tiny"), depth_start="residual", prior_frame="canonical",
+                                   **RESUME_SETTINGS)
+    whole = run(gan, settings)
+    assert calls and not torch.equal(whole.depth, run(gan, dataclasses.replace(settings, prior_frame="view")).depth)
+    folder = tmp_path / "ckpt"
+    with monkeypatch.context() as patch:
+        _kill_on(patch, "step3", 4)
+        with pytest.raises(Killed):
+            run(gan, settings, checkpoint_dir=folder)
+    # The start view comes from the networks as built, before the saved state is loaded.
+    resumed = run(gan, settings, checkpoint_dir=folder)
+    assert torch.equal(resumed.depth, whole.depth) and resumed.history == whole.history
+    assert "prior_frame" in one_line_error(preset, "tiny", prior_frame="sideways")

@@ -102,6 +102,11 @@ def representable_shift(target: torch.Tensor, min_depth: float, max_depth: float
 
 
 DEPTH_STARTS = ("fit", "residual")
+# The frame the mask's ellipsoid is built in: "view" takes the input-view mask's ellipsoid as the
+# canonical depth (GAN2Shape, whose CelebA/FFHQ faces are near-frontal); "canonical" first moves
+# the mask to the canonical frame through the start view, so a turned head's prior, rendered at
+# that view, covers the mask again.
+PRIOR_FRAMES = ("view", "canonical")
 
 
 def prior_offset(target: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:

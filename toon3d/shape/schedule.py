@@ -32,7 +32,7 @@ from toon3d.errors import Toon3dError
 from toon3d.shape.latent_offset import (DiscriminatorFeatureDistance, FeatureDistance, LatentProjector,
                                         PerceptualFeatureDistance, mapping_network)
 from toon3d.shape.networks import ShapeNets
-from toon3d.shape.photo_geometry import check_image, decompose, reconstruct
+from toon3d.shape.photo_geometry import check_image, decompose, reconstruct, to_canonical, view_from_tanh
 from toon3d.shape.prior import add_output_offset, ellipsoid_depth, fit_depth_to, prior_offset, zero_output_layer
 from toon3d.shape.pseudo import LightRanges, PseudoSampler, ViewPrior, default_view_prior
 from toon3d.shape.renderer import Renderer
@@ -216,6 +216,8 @@ class _Fixed:
     gan_image: torch.Tensor | None
     device: torch.device
     progress: bool
+    # prior_frame="canonical": the start view [1,6] the prior's mask is moved to the canonical frame through.
+    prior_view: torch.Tensor | None = None
 
     @property
     def pseudo_mask(self) -> torch.Tensor | None:
@@ -312,10 +314,31 @@ def _save(ckpt: _Checkpoint, fixed: _Fixed, seed: int, nets: ShapeNets, rng: tor
 
 
 def _prior_target(fixed: _Fixed) -> torch.Tensor:
-    """The ellipsoid prior [S,S] of this image's face mask (REFERENCE §6.6)."""
+    """The ellipsoid prior [S,S] of this image's face mask (REFERENCE §6.6), in the frame `prior_frame` names."""
     s = fixed.settings
-    return ellipsoid_depth((fixed.face_mask[0, 0] >= s.prior_mask_threshold).cpu(), s.prior_kind,
-                           s.prior_near, s.prior_far, s.prior_radius).to(fixed.device)
+
+    def ellipsoid(mask: torch.Tensor) -> torch.Tensor:
+        return ellipsoid_depth((mask >= s.prior_mask_threshold).cpu(), s.prior_kind, s.prior_near, s.prior_far,
+                               s.prior_radius).to(fixed.device)
+
+    target = ellipsoid(fixed.face_mask[0, 0])
+    if fixed.prior_view is None:
+        return target
+    # Each canonical pixel takes the mask where it lands in the input at the start view; the
+    # view-frame ellipsoid is the depth guess the landing points are computed on.
+    canon = to_canonical(fixed.face_mask, target[None], fixed.prior_view, fixed.tools.renderer)
+    return ellipsoid(canon[0, 0])
+
+
+@torch.no_grad()
+def start_view(nets: ShapeNets, image: torch.Tensor, settings: ReconstructionSettings) -> torch.Tensor:
+    """The view [1,6] the (pretrained) view net predicts for image [1,3,S,S] before any training."""
+    was_training = nets.view.training
+    nets.view.eval()
+    try:
+        return view_from_tanh(nets.view(image), settings.geometry())
+    finally:
+        nets.view.train(was_training)
 
 
 def _attach_prior_offset(fixed: _Fixed, nets: ShapeNets):
@@ -404,6 +427,9 @@ def reconstruct_image(image: torch.Tensor, latent: torch.Tensor, generator: nn.M
     nets, has_depth = build_nets(settings, fixed.projector.style_dim, seed, nets_init)
     nets.to(device).train()
     rng = torch.Generator().manual_seed(seed)
+    if settings.prior_frame == "canonical":
+        # From the networks as built (seeded, from nets_init), so a resume recomputes the same view.
+        fixed.prior_view = start_view(nets, fixed.image, settings)
     ckpt = _Checkpoint(checkpoint_dir)
     residual = settings.depth_start == "residual"
     state = _restore(ckpt, fixed, seed, nets, rng,

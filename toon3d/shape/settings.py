@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from toon3d.errors import Toon3dError
 from toon3d.shape.networks import ShapeNetConfig
 from toon3d.shape.photo_geometry import GeometrySettings
-from toon3d.shape.prior import DEPTH_STARTS, PRIOR_KINDS, PRIOR_SCHEDULES
+from toon3d.shape.prior import DEPTH_STARTS, PRIOR_FRAMES, PRIOR_KINDS, PRIOR_SCHEDULES
 
 STEP_NAMES = ("step1", "step2", "step3")
 PERCEPTUAL_KINDS = ("vgg", "dlib", "none")
@@ -101,6 +101,11 @@ class ReconstructionSettings:
     # 16-channel D cannot hold some images' priors (stripes: MAD 35.5° against the prior's 23.1°
     # on SynFace test image 0); the offset needs no fit. Implies the per-image prior (prior_refit).
     depth_start: str = "fit"
+    # The frame the prior's mask is read in (toon3d.shape.prior.PRIOR_FRAMES): "view" (GAN2Shape) or
+    # "canonical": the mask moved to the canonical frame through the pretrained view net's start
+    # view (its prediction on the input before any step), so a head the view net sees turned gets
+    # its ellipsoid in the frame where L_sym holds.
+    prior_frame: str = "view"
     # Photo-geometric model (§6.2 common values).
     fov_deg: float = 10.0
     min_depth: float = 0.9
@@ -213,6 +218,8 @@ class ReconstructionSettings:
             raise Toon3dError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.depth_start not in DEPTH_STARTS:
             raise Toon3dError(f"depth_start must be one of {', '.join(DEPTH_STARTS)}, got {self.depth_start!r}")
+        if self.prior_frame not in PRIOR_FRAMES:
+            raise Toon3dError(f"prior_frame must be one of {', '.join(PRIOR_FRAMES)}, got {self.prior_frame!r}")
         if self.prior_schedule not in PRIOR_SCHEDULES:
             raise Toon3dError(f"prior_schedule must be one of {', '.join(PRIOR_SCHEDULES)}, "
                               f"got {self.prior_schedule!r}")
