@@ -69,6 +69,30 @@ def sheet(nets, geometry, folder: str, path: Path) -> Path:
     return save_png(preview_grid(images, dec, Renderer(geometry.renderer_settings())), path)
 
 
+def keep_encoder(nets, shipped_path: Path, meta: dict):
+    """(nets with the shipped file's latent encoder E, meta with its record, the card's E section) for --keep-encoder."""
+    from toon3d.shape.instant import load_shape_model
+    from toon3d.shape.networks import ShapeNetConfig, ShapeNets
+
+    if not shipped_path.is_file():
+        raise Toon3dError(f"--keep-encoder needs a shipped {shipped_path.name} to take E from; it is missing")
+    old, _, old_meta = load_shape_model(shipped_path)
+    if not old_meta.get("encoder_loaded"):
+        raise Toon3dError(f"{shipped_path} holds no latent encoder to keep; ship without --keep-encoder")
+    config = dict(nets.config.as_dict(), nf_encoder=old.config.nf_encoder, latent_dim=old.config.latent_dim)
+    merged = ShapeNets(ShapeNetConfig(**config))
+    for part in ("depth", "albedo", "view", "light"):
+        getattr(merged, part).load_state_dict(getattr(nets, part).state_dict())
+    merged.encoder.load_state_dict(old.encoder.state_dict())
+    card = shipped_path.with_suffix(".md")
+    text = card.read_text() if card.is_file() else ""
+    section = text[text.index("## Latent encoder"):].rstrip() if "## Latent encoder" in text else "## Latent encoder"
+    section += ("\n- Kept from the previous `" + shipped_path.name + "` by `tools/ship_shape.py --keep-encoder`: it was "
+                "trained against that file's D, A, V and L (its pseudo samples were rendered from them); E itself "
+                "maps images to W offsets.\n")
+    return merged, dict(meta, encoder=old_meta.get("encoder")), section
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a finished train-shape run folder (model.safetensors)")
@@ -81,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", default="", help="free text for the card")
     parser.add_argument("--allow-worse", action="store_true",
                         help="ship even where the instant prediction scores worse than the ellipsoid prior alone")
+    parser.add_argument("--keep-encoder", action="store_true",
+                        help="carry the latent encoder E of the shipped shape_<world> file (and its card section) "
+                             "into the new file: E maps images to W offsets, so it does not depend on D, A, V, L")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -120,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                      "machine": machine_description(), "seed": meta.get("config", {}).get("seed"),
                      "train_config": meta.get("config")}
         shipped = dict(meta, phases=phases, figures=figures, machine=card_meta["machine"])
-        path = save_shape_model(weights / f"{name}.safetensors", nets, geometry, shipped, dtype=torch.float16)
+        encoder_section = ""
+        if args.keep_encoder:
+            nets, shipped, encoder_section = keep_encoder(nets, weights / f"{name}.safetensors", shipped)
+        path = save_shape_model(weights / f"{name}.safetensors", nets, geometry, shipped, dtype=torch.float16,
+                                with_encoder=args.keep_encoder)
         seed = meta.get("config", {}).get("seed")
         notes = (args.notes + "\n\n" if args.notes else "") + f"Seed {seed}. " + (
             "Feed-forward 3D reconstructor (depth, albedo, view, light networks; `toon3d.shape.instant`). "
@@ -133,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = args.eval[0].partition("=")[2]
             written.append(sheet(nets, geometry, folder, Path(args.sheet_dir) / f"{name}.png"))
         write_card(weights / f"{name}.md", name, config, card_meta, [path], notes)
+        if encoder_section:
+            card = weights / f"{name}.md"
+            card.write_text(card.read_text().rstrip() + "\n\n" + encoder_section)
     except Toon3dError as err:
         print(f"ship_shape: error: {err}", file=sys.stderr)
         return 2
