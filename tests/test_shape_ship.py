@@ -76,3 +76,33 @@ def test_a_reconstructor_worse_than_the_prior_is_refused_unless_allowed(toon_fol
     _, _, meta = load_shape_model(weights / "shape_toon.safetensors")
     assert meta["figures"]["toon"]["instant_beats_prior"] is False
     assert "ellipsoid prior alone" in (weights / "shape_toon.md").read_text()
+
+
+def test_keep_encoder_carries_the_shipped_latent_encoder(toon_folder, tmp_path, capsys):
+    tool = _ship_tool()
+    run = _run_folder(tmp_path)
+    weights, sheets = tmp_path / "weights", tmp_path / "images"
+    argv = ["--run", str(run), "--world", "toon", "--eval", f"toon={toon_folder}", "--n", "4", "--allow-worse",
+            "--weights-dir", str(weights), "--sheet-dir", str(sheets), "--keep-encoder"]
+    # Nothing shipped yet: nothing to keep, a one-line error and nothing written.
+    assert tool.main(argv) == 2
+    assert "--keep-encoder needs a shipped shape_toon.safetensors" in capsys.readouterr().err
+    assert not (weights / "shape_toon.safetensors").exists()
+    # A shipped file with an encoder (16 wide, for a 64-d W) and its card section.
+    torch.manual_seed(1)
+    old = ShapeNets(ShapeNetConfig(size=64, nf=8, nf_vl=8, zdim=16, nf_encoder=16, latent_dim=64))
+    weights.mkdir()
+    save_shape_model(weights / "shape_toon.safetensors", old, GeometrySettings(64, pixel_offset=0.0),
+                     {"encoder": {"generator": "toon", "iters": 7}}, with_encoder=True)
+    (weights / "shape_toon.md").write_text("# old\n\n## Latent encoder\n\n- iterations: 7\n")
+    assert tool.main(argv) == 0
+    new, _, meta = load_shape_model(weights / "shape_toon.safetensors")
+    fresh, _, _ = load_shape_model(run / "model.safetensors")
+    assert meta["encoder_loaded"] and meta["encoder"] == {"generator": "toon", "iters": 7}
+    for key, value in old.encoder.state_dict().items():  # E kept (fp16 on disk)
+        torch.testing.assert_close(new.encoder.state_dict()[key], value.half().float())
+    for part in ("depth", "albedo", "view", "light"):  # D, A, V, L from the run
+        for key, value in getattr(fresh, part).state_dict().items():
+            torch.testing.assert_close(getattr(new, part).state_dict()[key], value.half().float())
+    card = (weights / "shape_toon.md").read_text()
+    assert "- iterations: 7" in card and "--keep-encoder" in card
