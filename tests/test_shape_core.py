@@ -401,6 +401,8 @@ def test_prior_fit_schedule_is_checked():
     # The cpu preset starts D at the image's own prior (residual); the paper fits it as GAN2Shape does.
     assert preset("cpu").depth_start == "residual" and preset("paper").depth_start == "fit"
     assert preset("released").depth_start == "fit"
+    # ... and reads the prior's mask in the canonical frame of the pretrained view net's start view.
+    assert preset("cpu").prior_frame == "canonical" and preset("paper").prior_frame == "view"
     assert "prior_schedule" in one_line_error(preset, "cpu", prior_schedule="linear")
 
 
