@@ -9,7 +9,7 @@ mapping-tail split, ellipsoid prior and the 3D networks' widths. `preset(name)` 
   3, L_id, VGG perceptual). For a GPU.
 - `released`: the seed's released 3D config (`disney.yml`): the paper preset with symmetry off,
   no identity loss and the seed's prior far depth 1.0.
-- `cpu`: what 2 CPU cores finish in under 3 minutes (about 60 s measured) per 64 px image of the built-ins:
+- `cpu`: what 2 CPU cores finish in under 3 minutes (about 30 s measured) per 64 px image of the built-ins:
   narrow networks (the shipped reconstructors' widths), one short cycle, batch 4, 4 collect
   iterations, the dlib perceptual substitute, the pretrained reconstructor's A, V, L and E with the
   image's own ellipsoid prior as D's residual start (`depth_start="residual"`), its mask moved to the
