@@ -37,7 +37,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table", default=None, help="a `toon3d eval shape` folder: also report its GAN rows' views")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="JSON file for the figures")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    worlds = [w.strip() for w in args.world.split(",") if w.strip()]
+    unknown = [w for w in worlds if w not in ("synface", "toon")]
+    if not worlds or unknown:
+        p.error(f"--world takes synface and/or toon, got {args.world!r}")
+    if args.n < 2:
+        p.error(f"--n must be at least 2 (a slope needs two faces), got {args.n}")
+    if args.table and not Path(args.table).is_dir():
+        p.error(f"--table {args.table} is not a folder; pass a `toon3d eval shape --out` folder")
+    args.worlds = worlds
+    return args
 
 
 def slope(x: np.ndarray, y: np.ndarray) -> float:
@@ -88,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     generator = resolve_generator(args.ckpt).generator
     figures: dict = {}
-    for world in [w.strip() for w in args.world.split(",") if w.strip()]:
+    for world in args.worlds:
         spec = args.reconstructor or {"synface": "base", "toon": "toon"}[world]
         nets, geometry, _ = resolve_shape_model(spec)
         true_pose, pred_pose, true_light, pred_light = [], [], [], []
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                "light_dx_slope": round(slope(tl[:, 0], pl[:, 0]), 3),
                "light_dy_slope": round(slope(tl[:, 1], pl[:, 1]), 3)}
         if args.table:
-            fig["gan_rows"] = {row: {"yaw": pose_figures(tp[:len(v), 1], v[:, 1]),
+            fig["gan_rows"] = {row: {"n": len(v), "yaw": pose_figures(tp[:len(v), 1], v[:, 1]),
                                      "pitch": pose_figures(tp[:len(v), 0], v[:, 0])}
                                for row, v in table_views(Path(args.table), world, args.n).items()}
         figures[world] = fig
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(constant mean light {fig['light_dir_err_constant_deg']:.1f}°), dx slope "
               f"{fig['light_dx_slope']:+.2f}, dy slope {fig['light_dy_slope']:+.2f}")
         for row, g in fig.get("gan_rows", {}).items():
-            print(f"  {row} row's final view ({len(table_views(Path(args.table), world, args.n)[row])} images): yaw slope {g['yaw']['slope']:+.3f}, |err| {g['yaw']['mae_deg']:.1f}°; "
+            print(f"  {row} row's final view ({g['n']} images): yaw slope {g['yaw']['slope']:+.3f}, |err| {g['yaw']['mae_deg']:.1f}°; "
                   f"pitch slope {g['pitch']['slope']:+.3f}, |err| {g['pitch']['mae_deg']:.1f}°")
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")

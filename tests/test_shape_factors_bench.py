@@ -51,7 +51,20 @@ def test_runs_on_the_shipped_reconstructor(bench, tmp_path, capsys):
     assert bench.main(["--n", "6", "--world", "synface", "--threads", "1", "--out", str(out)]) == 0
     fig = json.loads(out.read_text())["synface"]
     assert fig["n"] == 6 and fig["reconstructor"] == "base"
-    # The test faces are turned (SynFace draws yaw in ±40°), so a frontal guess is far off.
+    # The test faces are turned (SynFace draws yaw in ±40°), so a frontal guess is far off; the
+    # shipped base reconstructor (session 10) reads yaw and pitch with slopes 0.43 and 0.34 on 32
+    # faces: a swapped or sign-flipped angle would not.
     assert fig["yaw"]["frontal_mae_deg"] > 5
+    assert fig["yaw"]["slope"] > 0.2 and fig["pitch"]["slope"] > 0.1
+    assert fig["yaw"]["mae_deg"] < fig["yaw"]["frontal_mae_deg"]
     assert 0 <= fig["light_dir_err_deg"] < 90 and 0 <= fig["light_dir_err_constant_deg"] < 90
     assert "yaw slope" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [(["--world", "bfm"], "--world takes synface and/or toon"),
+                                           (["--n", "1"], "--n must be at least 2"),
+                                           (["--table", "/nonexistent/folder"], "is not a folder")])
+def test_bad_arguments_are_one_line_errors(bench, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -305,20 +305,40 @@ def test_canonical_prior_frame_covers_the_mask_at_the_start_view():
     assert iou(turned) > iou(in_view) + 0.05
 
 
+def _turned_view_net(settings, image: torch.Tensor, yaw_deg: float) -> dict[str, torch.Tensor]:
+    """A 'pretrained' view net (nets_init entries) that predicts yaw `yaw_deg` and nothing else for `image`."""
+    nets, _ = build_nets(settings, STYLE_DIM, 0, None)
+    last = [m for m in nets.view.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        keep = last.weight[1].clone()
+        last.weight.zero_()
+        last.weight[1] = keep  # yaw only
+        raw = torch.atanh(nets.view(image)[0, 1])
+        last.weight[1] *= torch.atanh(torch.tensor(yaw_deg / settings.rot_range_deg)) / raw
+    return {"view." + k: v.clone() for k, v in nets.view.state_dict().items()}
+
+
 def test_canonical_prior_frame_resumes_exactly(gan, tmp_path, monkeypatch):
-    calls = []
+    views = []
     real = schedule.start_view
-    monkeypatch.setattr(schedule, "start_view", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(schedule, "start_view", lambda *a: views.append(real(*a)) or views[-1])
     settings = dataclasses.replace(preset("tiny"), depth_start="residual", prior_frame="canonical",
                                    **RESUME_SETTINGS)
-    whole = run(gan, settings)
-    assert calls and not torch.equal(whole.depth, run(gan, dataclasses.replace(settings, prior_frame="view")).depth)
+    # Without a pretrained view net the start view would be a fresh net's noise: the view frame's prior.
+    assert torch.equal(run(gan, settings).depth, run(gan, dataclasses.replace(settings, prior_frame="view")).depth)
+    assert not views
+    turned = _turned_view_net(settings, gan[2], 20.0)
+    whole = run(gan, settings, nets_init=turned)
+    assert len(views) == 1 and torch.rad2deg(views[0][0, 1]).item() == pytest.approx(20.0, abs=1e-3)
+    plain = run(gan, dataclasses.replace(settings, prior_frame="view"), nets_init=turned)
+    assert not torch.equal(whole.depth, plain.depth)
     folder = tmp_path / "ckpt"
     with monkeypatch.context() as patch:
         _kill_on(patch, "step3", 4)
         with pytest.raises(Killed):
-            run(gan, settings, checkpoint_dir=folder)
+            run(gan, settings, checkpoint_dir=folder, nets_init=turned)
     # The start view comes from the networks as built, before the saved state is loaded.
-    resumed = run(gan, settings, checkpoint_dir=folder)
+    resumed = run(gan, settings, checkpoint_dir=folder, nets_init=turned)
+    assert torch.equal(views[-1], views[0])
     assert torch.equal(resumed.depth, whole.depth) and resumed.history == whole.history
     assert "prior_frame" in one_line_error(preset, "tiny", prior_frame="sideways")

@@ -106,3 +106,7 @@ def test_keep_encoder_carries_the_shipped_latent_encoder(toon_folder, tmp_path, 
             torch.testing.assert_close(getattr(new, part).state_dict()[key], value.half().float())
     card = (weights / "shape_toon.md").read_text()
     assert "- iterations: 7" in card and "--keep-encoder" in card
+    # Re-shipping again keeps E and its section once, not a growing copy.
+    assert tool.main(argv) == 0
+    card = (weights / "shape_toon.md").read_text()
+    assert card.count("## Latent encoder") == 1 and card.count("--keep-encoder`: it was") == 1

@@ -86,10 +86,17 @@ def keep_encoder(nets, shipped_path: Path, meta: dict):
     merged.encoder.load_state_dict(old.encoder.state_dict())
     card = shipped_path.with_suffix(".md")
     text = card.read_text() if card.is_file() else ""
-    section = text[text.index("## Latent encoder"):].rstrip() if "## Latent encoder" in text else "## Latent encoder"
-    section += ("\n- Kept from the previous `" + shipped_path.name + "` by `tools/ship_shape.py --keep-encoder`: it was "
-                "trained against that file's D, A, V and L (its pseudo samples were rendered from them); E itself "
-                "maps images to W offsets.\n")
+    section = "## Latent encoder"
+    if section in text:
+        start = text.index(section)
+        end = text.find("\n## ", start + len(section))
+        section = text[start:end if end >= 0 else len(text)].rstrip()
+    kept = ("- Kept from the previous `" + shipped_path.name + "` by `tools/ship_shape.py --keep-encoder`: it was "
+            "trained against that file's D, A, V and L (its pseudo samples were rendered from them); E itself "
+            "maps images to W offsets.")
+    if kept not in section:  # once, however often the file is re-shipped
+        section += "\n" + kept
+    section += "\n"
     return merged, dict(meta, encoder=old_meta.get("encoder")), section
 
 

@@ -332,7 +332,8 @@ def _prior_target(fixed: _Fixed) -> torch.Tensor:
 
 @torch.no_grad()
 def start_view(nets: ShapeNets, image: torch.Tensor, settings: ReconstructionSettings) -> torch.Tensor:
-    """The view [1,6] the (pretrained) view net predicts for image [1,3,S,S] before any training."""
+    """The view [1,6] (pitch, yaw, roll in radians; tx, ty, tz in scene units; the settings' view_mean
+    applied) the pretrained view net predicts for image [1,3,S,S] in [-1,1] before any training."""
     was_training = nets.view.training
     nets.view.eval()
     try:
@@ -343,7 +344,7 @@ def start_view(nets: ShapeNets, image: torch.Tensor, settings: ReconstructionSet
 
 def _attach_prior_offset(fixed: _Fixed, nets: ShapeNets):
     """depth_start=residual: D's raw output + this image's prior offset (recomputed on resume: it is a
-    function of the image's mask and the settings alone)."""
+    function of the image's mask, the settings and, with prior_frame=canonical, the start view)."""
     g = fixed.tools.geometry
     return add_output_offset(nets.depth, prior_offset(_prior_target(fixed), g.min_depth, g.max_depth))
 
@@ -427,8 +428,9 @@ def reconstruct_image(image: torch.Tensor, latent: torch.Tensor, generator: nn.M
     nets, has_depth = build_nets(settings, fixed.projector.style_dim, seed, nets_init)
     nets.to(device).train()
     rng = torch.Generator().manual_seed(seed)
-    if settings.prior_frame == "canonical":
-        # From the networks as built (seeded, from nets_init), so a resume recomputes the same view.
+    if settings.prior_frame == "canonical" and nets_init and any(k.startswith("view.") for k in nets_init):
+        # From the pretrained view net as built (before any saved state is loaded), so a resume
+        # recomputes the same view. A fresh view net's output is noise, not a pose: the view frame's prior.
         fixed.prior_view = start_view(nets, fixed.image, settings)
     ckpt = _Checkpoint(checkpoint_dir)
     residual = settings.depth_start == "residual"

@@ -105,7 +105,7 @@ class ReconstructionSettings:
     # The frame the prior's mask is read in (toon3d.shape.prior.PRIOR_FRAMES): "view" (GAN2Shape) or
     # "canonical": the mask moved to the canonical frame through the pretrained view net's start
     # view (its prediction on the input before any step), so a head the view net sees turned gets
-    # its ellipsoid in the frame where L_sym holds.
+    # its ellipsoid in the frame where L_sym holds. Without a pretrained view net it is "view".
     prior_frame: str = "view"
     # Photo-geometric model (§6.2 common values).
     fov_deg: float = 10.0
